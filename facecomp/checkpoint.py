@@ -1,0 +1,240 @@
+"""Self-describing generator checkpoints (safetensors + metadata) and model discovery.
+
+A model file holds one generator (one direction) and, in its safetensors metadata, everything
+needed to use it: format version, architecture and its arguments, crop size, alignment template,
+domain names and direction. Files are loaded without pickle. A *model name* groups the files of
+both directions: ``--model aging --direction B2A`` finds the file whose metadata says
+``name=aging, direction=B2A`` on the search path ($FACECOMP_MODELS, then the shipped models).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, ModelError
+from .geometry import Template
+from .networks import build
+
+log = logging.getLogger(__name__)
+
+FORMAT = "facecomp-generator"
+FORMAT_VERSION = 1
+DIRECTIONS = ("A2B", "B2A")
+#: The model used when --model is not given.
+DEFAULT_MODEL = "placeholder"
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The metadata stored with each generator."""
+
+    name: str
+    architecture: str
+    arch_args: dict
+    crop_size: int
+    template: Template
+    domains: dict[str, str]  # {"A": "young", "B": "old"}
+    direction: str  # "A2B" or "B2A"
+    description: str = ""
+    license: str = ""
+    extra: dict = field(default_factory=dict)  # training config, steps, ...
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be A2B or B2A, got {self.direction!r}")
+
+    @property
+    def source(self) -> str:
+        return self.domains.get(self.direction[0], self.direction[0])
+
+    @property
+    def target(self) -> str:
+        return self.domains.get(self.direction[2], self.direction[2])
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "name": self.name, "architecture": self.architecture, "arch_args": self.arch_args,
+            "crop_size": self.crop_size, "template": self.template.to_json(),
+            "domains": self.domains, "direction": self.direction,
+            "description": self.description, "license": self.license, "extra": self.extra,
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        d = json.loads(text)
+        return cls(name=str(d["name"]), architecture=str(d["architecture"]),
+                   arch_args=dict(d["arch_args"]), crop_size=int(d["crop_size"]),
+                   template=Template.from_json(d["template"]), domains=dict(d["domains"]),
+                   direction=str(d["direction"]), description=str(d.get("description", "")),
+                   license=str(d.get("license", "")), extra=dict(d.get("extra", {})))
+
+
+def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
+                   dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
+    """Write ``generator``'s weights and ``info`` atomically as one safetensors file."""
+    from safetensors.torch import save_file
+
+    from .io import atomic_path
+
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in generator.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The metadata of a model file, without reading its weights."""
+    path = Path(path)
+    _refuse_pickle(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path}: is a folder, expected a .safetensors model file") from None
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        raise ModelError(f"{path}: not a readable safetensors file, it may be corrupt or "
+                         f"truncated ({_short(e)})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: safetensors file without facecomp metadata; expected a "
+                         f"generator saved by facecomp (format {FORMAT!r})")
+    version = meta.get("format_version", "?")
+    if version != str(FORMAT_VERSION):
+        raise ModelError(f"{path}: model format version {version}, this facecomp reads version "
+                         f"{FORMAT_VERSION}; upgrade facecomp or re-export the model")
+    try:
+        return ModelInfo.from_json(meta["info"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelError(f"{path}: damaged model metadata ({_short(e)})") from None
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu"
+                   ) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the generator a model file describes and load its weights (float32, eval mode)."""
+    path = Path(path)
+    info = read_info(path)
+    from safetensors.torch import load_file
+
+    try:
+        net = build(info.architecture, **info.arch_args)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{path}: cannot build architecture {info.architecture!r} with "
+                         f"{info.arch_args} ({_short(e)})") from None
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as e:
+        raise ModelError(f"{path}: the weights cannot be read, the file may be truncated "
+                         f"({_short(e)})") from None
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        what = "; ".join(s for s in (
+            f"missing {len(missing)} tensors, e.g. {missing[0]}" if missing else "",
+            f"{len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else "",
+            f"wrong shape: {wrong[0]}" if wrong else "") if s)
+        raise ModelError(f"{path}: weights do not fit {info.architecture}({_args(info.arch_args)}):"
+                         f" {what}")
+    net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return net.to(device).eval(), info
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def shipped_models_dir() -> Path:
+    """The models that ship with facecomp: inside the installed package, or the source tree's."""
+    pkg = Path(__file__).resolve().parent
+    installed = pkg / "_models"
+    return installed if installed.is_dir() else pkg.parent / "models"
+
+
+def search_path() -> list[Path]:
+    """Folders searched for models by name: $FACECOMP_MODELS (os.pathsep-separated), shipped."""
+    env = os.environ.get("FACECOMP_MODELS", "")
+    dirs = [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    return dirs + [shipped_models_dir()]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    path: Path
+    info: ModelInfo
+
+
+def list_models(dirs: list[Path] | None = None) -> list[ModelEntry]:
+    """Every readable model file in ``dirs`` (default: the search path); bad files are skipped."""
+    out: list[ModelEntry] = []
+    for d in (search_path() if dirs is None else dirs):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.safetensors")):
+            try:
+                out.append(ModelEntry(p, read_info(p)))
+            except ModelError as e:
+                log.warning("skipping %s", e)
+    return out
+
+
+def resolve_model(spec: str | Path | None, direction: str) -> Path:
+    """The model file for ``spec`` (a name, a file or a run folder) in ``direction``."""
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction must be A2B or B2A, got {direction!r}")
+    spec = DEFAULT_MODEL if spec is None or str(spec) == "" else spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        _refuse_pickle(path)
+        info = read_info(path)
+        if info.direction == direction:
+            return path
+        for entry in list_models([path.parent]):
+            if entry.info.name == info.name and entry.info.direction == direction:
+                return entry.path
+        raise ModelError(f"{path}: translates {info.direction} ({info.source} -> {info.target}); "
+                         f"no {direction} file of model {info.name!r} beside it -- pass that file "
+                         f"or use --direction {info.direction}")
+    if path.is_dir():
+        found = [e for e in list_models([path]) if e.info.direction == direction]
+        if not found:
+            raise ModelError(f"{path}: no facecomp model file for direction {direction} in this "
+                             "folder")
+        return max(found, key=lambda e: e.path.stat().st_mtime).path
+    if path.suffix or os.sep in str(spec):
+        raise ModelError(f"{spec}: no such model file or folder")
+    entries = list_models()
+    for entry in entries:
+        if entry.info.name == str(spec) and entry.info.direction == direction:
+            return entry.path
+    names = sorted({f"{e.info.name} ({e.info.direction})" for e in entries}) or ["none"]
+    raise ModelError(f"no model named {str(spec)!r} for direction {direction}; available: "
+                     f"{', '.join(names)} (see `facecomp models`)")
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise ModelError(f"{path}: {path.suffix} checkpoints are pickles, which can run code when "
+                         "loaded; facecomp only loads .safetensors model files")
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
+
+
+def _args(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items()))
