@@ -1,0 +1,204 @@
+"""Blend: translated crops -> pasted back into the image, seamlessly.
+
+The face mask is built once in the crop frame from the template (an ellipse from forehead to chin
+whose outer part fades out with a smoothstep) and warped into the image with the inverse of the
+very affine that made the crop, so it follows the face and its feather scales with face size.
+By default the *change* the generator made (translated - original crop) is warped back and added
+to the full-resolution image, so a large face keeps its full-resolution detail wherever the
+generator changed nothing.
+
+``feather`` composites with the soft mask; ``poisson`` uses ``cv2.seamlessClone`` over the mask's
+support, on a padded region so faces at the border never crash it (it falls back to feather with
+a warning if OpenCV refuses). Either way every pixel where the mask is zero is left bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+from .face import Face
+from .geometry import Template, compose, invert_affine, transform_points, translation
+
+log = logging.getLogger(__name__)
+
+BLENDS = ("feather", "poisson")
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    """method: feather|poisson. color_match: match the translated face's LAB mean/std to the
+    original face's inside the mask. mask_scale: grows (>1) or erodes (<1) the face ellipse.
+    feather: the fraction of the ellipse radius over which the mask fades to zero.
+    keep_detail: add the generator's change to the full-resolution image (see module doc)."""
+
+    method: str = "feather"
+    color_match: bool = True
+    mask_scale: float = 1.0
+    feather: float = 0.3
+    keep_detail: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in BLENDS:
+            raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.method!r}")
+        if not 0.3 <= self.mask_scale <= 1.6:
+            raise ConfigError(f"mask scale must be within 0.3..1.6, got {self.mask_scale}")
+        if not 0.0 <= self.feather <= 1.0:
+            raise ConfigError(f"feather must be within 0..1, got {self.feather}")
+
+
+@dataclass(frozen=True, eq=False)
+class Patch:
+    """Where one face was pasted: the mask weights (float32 in [0, 1]) over image rows
+    y0:y0+h and columns x0:x0+w. Pixels with weight 0 are untouched."""
+
+    x0: int
+    y0: int
+    mask: np.ndarray
+
+    def union_into(self, full: np.ndarray) -> None:
+        """Max-accumulate this patch's mask into a full-image float mask."""
+        h, w = self.mask.shape
+        view = full[self.y0:self.y0 + h, self.x0:self.x0 + w]
+        np.maximum(view, self.mask, out=view)
+
+
+@lru_cache(maxsize=16)
+def face_mask(crop_size: int, template: Template, mask_scale: float = 1.0,
+              feather: float = 0.3) -> np.ndarray:
+    """The soft face mask in the crop frame, (S, S) float32 in [0, 1], read-only.
+
+    An ellipse from about one eye-to-mouth distance above the eyes down to the chin, as wide as
+    the cheeks; weight 1 inside ``1 - feather`` of its radius, fading to exactly 0 at its edge.
+    """
+    pts = template.pixels(crop_size)
+    eyes, mouth = pts[:2].mean(axis=0), pts[3:].mean(axis=0)
+    d = float(np.linalg.norm(mouth - eyes))  # eye-to-mouth distance
+    axis = (mouth - eyes) / d  # "down" in the face frame
+    centre = eyes + 0.375 * d * axis
+    semi_down, semi_across = 1.4 * d * mask_scale, 1.0 * d * mask_scale
+    ys, xs = np.mgrid[0:crop_size, 0:crop_size].astype(np.float64)
+    rel = np.stack([xs - centre[0], ys - centre[1]], axis=-1)
+    along = rel @ axis
+    across = rel @ np.array([-axis[1], axis[0]])
+    r = np.sqrt((along / semi_down) ** 2 + (across / semi_across) ** 2)
+    inner = 1.0 - feather
+    t = np.clip((1.0 - r) / max(feather, 1e-6), 0.0, 1.0) if feather > 0 else (r < 1.0) * 1.0
+    m = (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: zero slope at both ends
+    m[r <= inner] = 1.0
+    m.setflags(write=False)
+    return m
+
+
+def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift/scale ``translated``'s LAB channels so their mean/std inside ``mask`` match
+    ``original``'s there. Both crops are (S, S, 3) RGB uint8; mask is (S, S) bool."""
+    if mask.sum() < 16:
+        return translated
+    # float LAB (from RGB in [0, 1]) so an unchanged face round-trips exactly
+    t = cv2.cvtColor(translated.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    tm, om = t[mask], o[mask]
+    mu_t, sd_t = tm.mean(axis=0), tm.std(axis=0) + 1e-3
+    mu_o, sd_o = om.mean(axis=0), om.std(axis=0) + 1e-3
+    ratio = np.clip(sd_o / sd_t, 0.5, 2.0)
+    rgb = cv2.cvtColor((t - mu_t) * ratio + mu_o, cv2.COLOR_LAB2RGB)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def paste_faces(image: np.ndarray, faces: list[Face], translated: np.ndarray,
+                originals: np.ndarray, template: Template,
+                config: BlendConfig | None = None) -> tuple[np.ndarray, list[Patch]]:
+    """Paste each translated crop back into a copy of ``image``; returns it and the patches.
+
+    faces must carry ``crop_from_image``; translated and originals are (N, S, S, 3) uint8.
+    """
+    config = config or BlendConfig()
+    out = image.copy()
+    patches = [paste_face(out, face, translated[i], originals[i], template, config)
+               for i, face in enumerate(faces)]
+    return out, patches
+
+
+def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np.ndarray,
+               template: Template, config: BlendConfig) -> Patch:
+    """Paste one translated crop into ``out`` in place; returns where it went."""
+    if face.crop_from_image is None:
+        raise ValueError("the face has no crop_from_image; align it first")
+    size = translated.shape[0]
+    mask_crop = face_mask(size, template, config.mask_scale, config.feather)
+    if config.color_match:
+        translated = match_color(translated, original, mask_crop > 0.5)
+    image_from_crop = invert_affine(face.crop_from_image)
+
+    # The region the mask covers, padded (it may reach past the image: a "virtual" region).
+    ys, xs = np.nonzero(mask_crop)
+    if len(xs) == 0:
+        return Patch(0, 0, np.zeros((0, 0), np.float32))
+    box = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1],
+                    [xs.max() + 1, ys.max() + 1], [xs.min() - 1, ys.max() + 1]], np.float64)
+    corners = transform_points(image_from_crop, box)
+    pad = 4
+    vx0, vy0 = (np.floor(corners.min(axis=0)).astype(int) - pad)
+    vx1, vy1 = (np.ceil(corners.max(axis=0)).astype(int) + pad + 1)
+    h, w = out.shape[:2]
+    ix0, iy0, ix1, iy1 = max(vx0, 0), max(vy0, 0), min(vx1, w), min(vy1, h)
+    if ix0 >= ix1 or iy0 >= iy1:  # wholly outside the image
+        return Patch(0, 0, np.zeros((0, 0), np.float32))
+    rw, rh = vx1 - vx0, vy1 - vy0
+    roi_from_crop = compose(translation(-vx0, -vy0), image_from_crop)
+
+    m = cv2.warpAffine(np.ascontiguousarray(mask_crop), roi_from_crop, (rw, rh),
+                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    m[m < 1e-3] = 0.0
+    dst = cv2.copyMakeBorder(out[iy0:iy1, ix0:ix1], iy0 - vy0, vy1 - iy1, ix0 - vx0, vx1 - ix1,
+                             cv2.BORDER_REPLICATE).astype(np.float32)
+    if config.keep_detail:
+        delta = translated.astype(np.float32) - original.astype(np.float32)
+        src = dst + cv2.warpAffine(delta, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    else:
+        src = cv2.warpAffine(translated, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    src = np.clip(src, 0, 255)
+
+    blended = None
+    if config.method == "poisson":
+        blended = _poisson(src, dst, m, face)
+    if blended is None:
+        blended = dst + m[..., None] * (src - dst)
+    result = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+    # Write back the in-image part, only where the mask is non-zero.
+    sy, sx = slice(iy0 - vy0, iy1 - vy0), slice(ix0 - vx0, ix1 - vx0)
+    m_in = m[sy, sx]
+    target = out[iy0:iy1, ix0:ix1]
+    keep = m_in > 0
+    target[keep] = result[sy, sx][keep]
+    return Patch(int(ix0), int(iy0), m_in)
+
+
+def _poisson(src: np.ndarray, dst: np.ndarray, m: np.ndarray, face: Face) -> np.ndarray | None:
+    """seamlessClone of src into dst over the mask support, or None (with a warning) if refused."""
+    mask_u8 = np.where(m > 0, 255, 0).astype(np.uint8)
+    mask_u8[[0, -1], :] = 0
+    mask_u8[:, [0, -1]] = 0
+    x, y, bw, bh = cv2.boundingRect(mask_u8)
+    if bw < 3 or bh < 3:
+        return None
+    # With src and dst the same size, this centre makes OpenCV place src's box exactly on dst's.
+    centre = (x + bw // 2, y + bh // 2)
+    try:
+        # OpenCV erodes and inverts the mask buffer it is given in place: hand it a copy.
+        res = cv2.seamlessClone(src.astype(np.uint8), dst.astype(np.uint8), mask_u8.copy(),
+                                centre, cv2.NORMAL_CLONE)
+    except cv2.error as e:
+        log.warning("Poisson blending failed for the face at %s (%s); used feather instead",
+                    tuple(round(v) for v in face.box), str(e).strip().splitlines()[-1][:80])
+        return None
+    return np.where(mask_u8[..., None] > 0, res.astype(np.float32), dst)
