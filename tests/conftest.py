@@ -1,0 +1,86 @@
+"""Shared fixtures: real images, a real MTCNN detector (built once), tiny generators with known
+behaviour, and model files made from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from facecomp import networks
+from facecomp.checkpoint import ModelInfo, save_generator
+from facecomp.geometry import FACECOMP_V1
+from facecomp.io import read_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+SAMPLES = ROOT / "samples"
+
+
+class Invert(nn.Module):
+    """Inverts colours: x -> -x in [-1, 1]. A dummy parameter makes it a real checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(-1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class Identity(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+networks.register("test_invert", Invert)
+networks.register("test_identity", Identity)
+
+
+def media(name: str) -> Path:
+    """A file from ../shared/media, or skip the test cleanly when it is absent."""
+    p = SHARED_MEDIA / name
+    if not p.is_file():
+        pytest.skip(f"{p} is not available")
+    return p
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    return read_image(path).rgb
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from facecomp.detect import MTCNNDetector
+
+    return MTCNNDetector()
+
+
+@pytest.fixture(scope="session")
+def group_image() -> np.ndarray:
+    """The repository's own redistributable group photo."""
+    return load_rgb(SAMPLES / "group.jpg")
+
+
+def make_info(arch: str, direction: str = "A2B", crop: int = 128, name: str = "testmodel",
+              arch_args: dict | None = None) -> ModelInfo:
+    return ModelInfo(name=name, architecture=arch, arch_args=arch_args or {}, crop_size=crop,
+                     template=FACECOMP_V1, domains={"A": "plain", "B": "inverted"},
+                     direction=direction)
+
+
+@pytest.fixture
+def invert_model(tmp_path: Path) -> Path:
+    """An A2B 'invert' model file plus its B2A twin (identity) in one folder."""
+    d = tmp_path / "models"
+    d.mkdir()
+    save_generator(d / "testmodel.A2B.safetensors", Invert(), make_info("test_invert", "A2B"))
+    save_generator(d / "testmodel.B2A.safetensors", Identity(), make_info("test_identity", "B2A"))
+    return d / "testmodel.A2B.safetensors"

@@ -1,0 +1,163 @@
+"""Checkpoints: self-describing safetensors, exact round trip, clear errors, never pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facecomp.checkpoint import (ModelInfo, list_models, load_generator, read_info,
+                                 resolve_model, save_generator, shipped_models_dir)
+from facecomp.errors import ModelError
+from facecomp.geometry import FACECOMP_V1
+from facecomp.networks import ResnetGenerator
+
+from .conftest import make_info
+
+
+def _gen(seed=0, **kw):
+    torch.manual_seed(seed)
+    return ResnetGenerator(ngf=8, n_blocks=2, **kw).eval()
+
+
+def _info(direction="A2B", **kw):
+    return make_info("resnet_generator", direction, crop=64, name="tiny",
+                     arch_args={"ngf": 8, "n_blocks": 2}, **kw)
+
+
+def test_save_then_load_gives_identical_outputs(tmp_path):
+    gen = _gen()
+    path = tmp_path / "tiny.A2B.safetensors"
+    save_generator(path, gen, _info())
+    loaded, info = load_generator(path)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(gen(x), loaded(x))
+    assert info == _info() or info.to_json() == _info().to_json()
+    assert info.template == FACECOMP_V1 and info.crop_size == 64
+    assert info.source == "plain" and info.target == "inverted"
+
+
+def test_metadata_is_readable_without_loading_weights(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_generator(path, _gen(), _info("B2A"))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "facecomp-generator" and meta["format_version"] == "1"
+    d = json.loads(meta["info"])
+    assert d["architecture"] == "resnet_generator" and d["direction"] == "B2A"
+    assert d["arch_args"] == {"ngf": 8, "n_blocks": 2} and len(d["template"]["points"]) == 5
+    assert read_info(path).direction == "B2A"
+
+
+def test_fp16_storage_is_half_the_size_and_loads_as_float32(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_generator(a, _gen(), _info())
+    save_generator(b, _gen(), _info(), dtype=torch.float16)
+    assert b.stat().st_size < 0.6 * a.stat().st_size
+    net, _ = load_generator(b)
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_generator(path, _gen(), _info())
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ModelError) as e:
+            load_generator(bad)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_garbage_and_foreign_files_are_clear_errors(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(300))
+    with pytest.raises(ModelError, match="corrupt|truncated|readable"):
+        load_generator(junk)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(ModelError, match="without facecomp metadata"):
+        load_generator(foreign)
+
+
+def test_wrong_architecture_or_size_names_what_was_expected(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_generator(path, _gen(), _info())
+    # Same weights, metadata claiming a bigger network.
+    wrong = tmp_path / "wrong.safetensors"
+    info = ModelInfo(**{**_info().__dict__, "arch_args": {"ngf": 16, "n_blocks": 2}})
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(path)), str(wrong),
+              metadata={"format": "facecomp-generator", "format_version": "1",
+                        "info": info.to_json()})
+    with pytest.raises(ModelError, match=r"do not fit resnet_generator\(n_blocks=2, ngf=16\)"):
+        load_generator(wrong)
+    info = ModelInfo(**{**_info().__dict__, "architecture": "unet"})
+    save_file(load_file(str(path)), str(wrong),
+              metadata={"format": "facecomp-generator", "format_version": "1",
+                        "info": info.to_json()})
+    with pytest.raises(ModelError, match="cannot build architecture 'unet'"):
+        load_generator(wrong)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["FACECOMP_TEST_CANARY"]),))
+
+
+def test_a_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path, monkeypatch):
+    canary = tmp_path / "canary"
+    monkeypatch.setenv("FACECOMP_TEST_CANARY", str(canary))
+    for name in ("evil.pt", "evil.pth", "evil.safetensors"):
+        evil = tmp_path / name
+        evil.write_bytes(pickle.dumps({"state_dict": _Boom()}))
+        with pytest.raises(ModelError):
+            load_generator(evil)
+        with pytest.raises(ModelError):
+            resolve_model(str(evil), "A2B")
+    assert not canary.exists()
+    pickle.loads(pickle.dumps(_Boom()))  # the payload does work when unpickled ...
+    assert canary.exists()  # ... so the test would catch a loader that unpickles
+
+
+def test_resolve_by_file_folder_and_name(tmp_path, monkeypatch):
+    d = tmp_path / "zoo"
+    d.mkdir()
+    save_generator(d / "tiny.A2B.safetensors", _gen(0), _info("A2B"))
+    save_generator(d / "tiny.B2A.safetensors", _gen(1), _info("B2A"))
+    a2b, b2a = d / "tiny.A2B.safetensors", d / "tiny.B2A.safetensors"
+    assert resolve_model(str(a2b), "A2B") == a2b
+    assert resolve_model(str(a2b), "B2A") == b2a  # the sibling of the same model
+    assert resolve_model(str(d), "B2A") == b2a
+    monkeypatch.setenv("FACECOMP_MODELS", str(d))
+    assert resolve_model("tiny", "B2A") == b2a
+    with pytest.raises(ModelError, match="no model named 'nope'.*tiny"):
+        resolve_model("nope", "A2B")
+    with pytest.raises(ModelError, match="no such model file"):
+        resolve_model(str(tmp_path / "missing.safetensors"), "A2B")
+    b2a.unlink()
+    with pytest.raises(ModelError, match="translates A2B"):
+        resolve_model(str(a2b), "B2A")
+
+
+def test_the_shipped_default_model_is_found_and_loads():
+    entries = list_models([shipped_models_dir()])
+    directions = {e.info.direction for e in entries if e.info.name == "placeholder"}
+    assert directions == {"A2B", "B2A"}
+    net, info = load_generator(resolve_model(None, "A2B"))
+    x = torch.zeros(1, 3, info.crop_size, info.crop_size)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()

@@ -1,0 +1,151 @@
+"""The command line, in process (typer's CliRunner) and once as a real subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facecomp.cli import app
+from facecomp.io import read_image
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    p = tmp_path / "in" / "group.jpg"
+    p.parent.mkdir()
+    shutil.copy(SAMPLES / "group.jpg", p)
+    return p
+
+
+def _one_line_error(result, *needles: str) -> None:
+    err = result.stderr.strip().splitlines()
+    assert len(err) >= 1 and "Traceback" not in result.output
+    line = [e for e in err if e.startswith("facecomp: error:")]
+    assert line, result.output
+    for n in needles:
+        assert n in line[0], line[0]
+
+
+def test_photo_writes_beside_the_input_and_never_touches_it(photo, invert_model):
+    before = _sha(photo)
+    r = _run("photo", photo, "--model", invert_model)
+    assert r.exit_code == 0, r.output
+    out = photo.with_name("group.facecomp.jpg")
+    assert out.is_file() and _sha(photo) == before
+    assert "6 faces, 6 translated" in r.stderr
+    a, b = read_image(photo).rgb, read_image(out).rgb
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 3
+    # a second run refuses to overwrite, --overwrite replaces
+    r = _run("photo", photo, "--model", invert_model)
+    assert r.exit_code == 1
+    _one_line_error(r, "already exists", "--overwrite")
+    assert _run("photo", photo, "--model", invert_model, "--overwrite").exit_code == 0
+    assert not list(photo.parent.glob(".facecomp-tmp-*"))
+
+
+def test_output_file_debug_and_direction(photo, invert_model, tmp_path):
+    out = tmp_path / "out.png"
+    r = _run("photo", photo, "-o", out, "--model", invert_model, "--debug", "-d", "B2A")
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and (tmp_path / "out.debug.png").is_file()
+    # B2A of this test model is the identity: the output equals the input closely
+    a, b = read_image(photo).rgb, read_image(out).rgb
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 1
+
+
+def test_folder_run_continues_past_bad_files(tmp_path, invert_model):
+    src = tmp_path / "photos"
+    src.mkdir()
+    shutil.copy(SAMPLES / "group.jpg", src / "a.jpg")
+    shutil.copy(SAMPLES / "portrait.jpg", src / "b.jpg")
+    (src / "c.jpg").write_text("this is not an image")
+    (src / "notes.txt").write_text("ignored: not an image extension")
+    (src / "d.png").write_bytes(b"")
+    Image = __import__("PIL.Image", fromlist=["Image"])
+    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(src / "e.png")
+    out = tmp_path / "out"
+    r = _run("photo", src, "-o", out, "--model", invert_model)
+    assert r.exit_code == 1, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg", "e.png"]
+    assert "2 done, 1 without faces, 2 failed" in r.stderr
+    assert "c.jpg: not an image" in r.stderr and "d.png: the file is empty" in r.stderr
+    assert (out / "e.png").read_bytes() == (src / "e.png").read_bytes()  # no faces: a copy
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda d: d / "missing.jpg", "no such file"),
+    (lambda d: (d / "t.jpg").write_text("hello") and d / "t.jpg", "not an image"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "no images in this folder"),
+])
+def test_bad_inputs_give_one_line_and_exit_1(tmp_path, invert_model, make, needle):
+    path = make(tmp_path)
+    r = _run("photo", path, "--model", invert_model)
+    assert r.exit_code == 1
+    _one_line_error(r, str(path), needle)
+
+
+def test_output_equal_to_input_is_refused(photo, invert_model):
+    before = _sha(photo)
+    r = _run("photo", photo, "-o", photo, "--model", invert_model, "--overwrite")
+    assert r.exit_code == 1
+    _one_line_error(r, "overwrite the input")
+    assert _sha(photo) == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--faces", "first"], "--faces"),
+    (["--model", "no-such-model"], "no model named"),
+    (["--device", "tpu"], "device"),
+])
+def test_usage_and_model_errors_exit_2(photo, args, needle):
+    r = _run("photo", photo, *args)
+    assert r.exit_code == 2
+    _one_line_error(r, needle)
+
+
+def test_several_inputs_need_an_output_folder(photo, tmp_path, invert_model):
+    r = _run("photo", photo, photo, "-o", tmp_path / "x.jpg", "--model", invert_model)
+    assert r.exit_code == 2
+    _one_line_error(r, "output folder")
+
+
+def test_help_explains_exit_codes_and_options():
+    r = _run("photo", "--help")
+    assert r.exit_code == 0
+    for word in ("Exit codes", "--direction", "--blend", "--min-face", "--faces", "--overwrite",
+                 "--debug", "--batch-size", "--device"):
+        assert word in r.output
+    assert _run("--version").output.startswith("facecomp ")
+
+
+def test_models_lists_the_shipped_model():
+    r = _run("models")
+    assert r.exit_code == 0
+    assert "placeholder  A2B" in r.output and "placeholder  B2A" in r.output
+
+
+def test_real_process_prints_one_line_and_no_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "facecomp", "photo", str(tmp_path / "nope.jpg")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"facecomp: error: {tmp_path / 'nope.jpg'}: no such "
+                                             "file or folder"]
