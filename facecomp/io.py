@@ -371,6 +371,8 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             if not overwrite:  # appeared while we were writing
                 raise _error(OutputError, path, "already exists; pass --overwrite to replace it")
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        else:  # writers that replace the file themselves (safetensors) may leave it 0o600
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as exc:
         raise _write_error(path, exc) from exc
@@ -379,6 +381,12 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("%s: cannot remove the temporary file %s (%s)", path, tmp, exc.strerror)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,3 +161,14 @@ def test_the_shipped_default_model_is_found_and_loads():
     with torch.no_grad():
         y = net(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_model_files_get_normal_permissions(tmp_path):
+    """safetensors writes through its own temporary file (mode 0600); ours must be normal."""
+    import stat
+
+    path = tmp_path / "m.safetensors"
+    save_generator(path, _gen(), _info())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
