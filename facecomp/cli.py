@@ -97,6 +97,16 @@ def photo(
     batch_size: BatchOpt = 16,
     min_face: MinFaceOpt = 16,
     faces: FacesOpt = "all",
+    min_score: Annotated[float, typer.Option(
+        "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")] = 0.9,
+    detect_side: Annotated[int, typer.Option(
+        "--detect-side", min=64, help="Detect on a copy whose longer side is at most this many "
+                                      "pixels (results map back to full resolution).")] = 2000,
+    mask_scale: Annotated[float, typer.Option(
+        "--mask-scale", min=0.3, max=1.6, help="Grow (>1) or erode (<1) the face mask.")] = 1.0,
+    feather: Annotated[float, typer.Option(
+        "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales "
+                                            "with face size).")] = 0.3,
     overwrite: OverwriteOpt = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers and "
@@ -110,6 +120,7 @@ def photo(
     Example: facecomp photo group.jpg --direction A2B   (writes group.facecomp.jpg)
     """
     from .blend import BlendConfig
+    from .detect import DetectConfig
     from .pipeline import FaceComp, FaceSelection, PhotoConfig
     from .photo import plan_jobs, run_photos
     from .translate import TranslateConfig
@@ -118,7 +129,9 @@ def photo(
         config = PhotoConfig(
             model=model, direction=direction.value, min_face=min_face,
             faces=FaceSelection.parse(faces),
-            blend=BlendConfig(method=blend.value, color_match=color_match),
+            detect=DetectConfig(min_score=min_score, max_side=detect_side),
+            blend=BlendConfig(method=blend.value, color_match=color_match,
+                              mask_scale=mask_scale, feather=feather),
             translate=TranslateConfig(device=device, batch_size=batch_size))
         jobs = plan_jobs(list(inputs), output)
 
@@ -141,6 +154,8 @@ def photo(
             else:
                 secs = sum(r.timings.values())
                 _info(f"{prefix}{r.src}{where}: {r.message} ({secs:.1f} s)")
+                logging.getLogger("facecomp").info(
+                    "%s: %s", r.src.name, ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items()))
 
         summary = run_photos(pipeline, jobs, overwrite=overwrite, debug=debug,
                              max_pixels=max_pixels, on_report=report)

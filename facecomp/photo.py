@@ -107,6 +107,7 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
                 raise ConfigError(f"-o {output}: unsupported output type; use one of "
                                   f"{', '.join(sorted(_WRITABLE))} or an existing folder")
             dst = output
+            job = Job(src, None, make_folder=not output.parent.is_dir())
         key = dst.resolve()
         if key == src.resolve():
             jobs.append(Job(src, dst, f"{src}: the output would overwrite the input; choose "
