@@ -1,0 +1,212 @@
+"""Training with tiny networks on tiny images: it learns something, saves in the inference
+format, resumes bit-exactly, handles progressive sizes, DDP (gloo) and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facecomp import train as T
+from facecomp.checkpoint import load_generator, resolve_model
+from facecomp.errors import ConfigError, InputError
+from facecomp.train import TrainConfig, train, weights_digest
+
+from .conftest import SAMPLES
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory) -> tuple[Path, Path]:
+    """Two small unpaired domains: crops of the sample photo (A) and their negatives (B)."""
+    root = tmp_path_factory.mktemp("domains")
+    img = np.asarray(Image.open(SAMPLES / "group.jpg").convert("RGB"))
+    rng = np.random.default_rng(0)
+    for d in ("a", "b"):
+        (root / d).mkdir()
+    for i in range(6):
+        y, x = rng.integers(0, img.shape[0] - 40), rng.integers(0, img.shape[1] - 40)
+        crop = img[y:y + 40, x:x + 40]
+        Image.fromarray(crop).save(root / "a" / f"{i}.png")
+        Image.fromarray(255 - crop).save(root / "b" / f"{i}.png")
+    return root / "a", root / "b"
+
+
+def tiny(domains, out: Path, **kw) -> TrainConfig:
+    base = dict(a=str(domains[0]), b=str(domains[1]), out=str(out), name="tiny", size=32,
+                ngf=4, n_blocks=1, ndf=8, n_layers_d=2, n_epochs=1, n_epochs_decay=2,
+                epoch_size=3, pool_size=2, workers=0, log_every=1, sample_every=1000,
+                save_every=1000, precision="fp32", seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _state_digests(run: Path) -> dict[str, str]:
+    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    out = {k: _digest(v) for k, v in s["nets"].items()}
+    out["pools"] = _digest({"a": s["pool_A"]["images"], "b": s["pool_B"]["images"]})
+    out["opt_G"] = _digest({str(k): v for k, v in s["opt_G"]["state"].items()})
+    out["lr"] = str(s["sched_G"]["_last_lr"])
+    return out
+
+
+def _digest(tree) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k in sorted(x):
+                h.update(str(k).encode())
+                walk(x[k])
+        elif isinstance(x, torch.Tensor):
+            h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(x).encode())
+
+    walk(tree)
+    return h.hexdigest()
+
+
+def test_a_few_steps_learn_and_the_result_works_in_the_photo_pipeline(domains, tmp_path,
+                                                                      group_image, detector):
+    torch.manual_seed(0)
+    before = weights_digest(T.build_nets(tiny(domains, tmp_path / "x"), torch.device("cpu")).G_A)
+    run = tmp_path / "run"
+    result = train(tiny(domains, run, max_steps=4, sample_every=2))
+    assert result.step == 4 and weights_digest(result.G_A) != before
+    stats = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [1, 2, 3, 4]
+    assert all(np.isfinite(v) for s in stats for k, v in s.items() if isinstance(v, float))
+    assert {"G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B"} <= set(stats[0])
+    assert json.loads((run / "config.json").read_text())["ngf"] == 4
+    assert (run / "samples" / "step_0000002.jpg").is_file()
+    # the generators are inference checkpoints: save -> load gives identical outputs ...
+    loaded, info = load_generator(resolve_model(str(run), "A2B"))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.G_A.eval()(x))
+    assert info.crop_size == 32 and info.domains == {"A": "A", "B": "B"}
+    # ... that the photo pipeline uses directly
+    from facecomp.pipeline import FaceComp, PhotoConfig
+
+    r = FaceComp(PhotoConfig(model=str(run), direction="B2A"), detector=detector).process(
+        group_image)
+    assert len(r.translated) == 6 and r.image.shape == group_image.shape
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(domains, tmp_path):
+    """3 steps + resume + 4 steps == 7 steps: crosses epoch boundaries (LR decay), fills and
+    swaps the image pools, restarts data mid-epoch."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(tiny(domains, whole, max_steps=7))
+    train(tiny(domains, split, max_steps=3))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny(domains, split, max_steps=7))
+    train(tiny(domains, split, max_steps=7), resume=True)
+    a, b = _state_digests(whole), _state_digests(split)
+    assert a == b
+    lines = (split / "stats.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["step"] for ln in lines] == list(range(1, 8))
+
+
+def test_resume_after_a_crash_trims_stats_and_continues(domains, tmp_path):
+    run = tmp_path / "run"
+    train(tiny(domains, run, max_steps=2))
+    with open(run / "stats.jsonl", "a") as f:  # a crash after logging step 3, before saving
+        f.write(json.dumps({"step": 3, "G": 1.0}) + "\n")
+    (run / ".facecomp-tmp-deadbeef.pt").write_bytes(b"half a checkpoint")
+    train(tiny(domains, run, max_steps=4), resume=True)
+    steps = [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_progressive_sizes_carry_the_weights(domains, tmp_path):
+    run = tmp_path / "run"
+    c = tiny(domains, run, schedule="32:1,48:2", sample_every=3)
+    assert [c.size_at(e) for e in range(3)] == [32, 48, 48] and c.final_size == 48
+    result = train(c)
+    assert result.step == 9 and result.epoch == 3
+    _, info = load_generator(run / "tiny.A2B.safetensors")
+    assert info.crop_size == 48
+    grid = Image.open(run / "samples" / "step_0000009.jpg")
+    assert grid.size[1] == 6 * 48
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(domains, tmp_path,
+                                                                     monkeypatch):
+    run = tmp_path / "run"
+    train(tiny(domains, run, max_steps=2))
+    good = _state_digests(run)
+    real = T._lsgan
+    calls = {"n": 0}
+
+    def poisoned(pred, real_label):
+        calls["n"] += 1
+        out = real(pred, real_label)
+        return out * float("nan") if calls["n"] > 6 else out  # from step 4 on
+
+    monkeypatch.setattr(T, "_lsgan", poisoned)
+    with pytest.raises(T.TrainingDiverged, match="became nan"):
+        train(tiny(domains, run, max_steps=6, save_every=1), resume=True)
+    assert _state_digests(run)["G_A"] != good["G_A"]  # step 3 was saved (save_every=1) ...
+    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    assert s["step"] == 3 and all(torch.isfinite(v).all() for v in s["nets"]["G_A"].values())
+
+
+def test_bad_inputs_are_clear_errors(domains, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no images"):
+        train(tiny(domains, tmp_path / "r1", a=str(empty)))
+    with pytest.raises(InputError, match="no such folder"):
+        train(tiny(domains, tmp_path / "r2", b=str(tmp_path / "missing")))
+    with pytest.raises(InputError, match="batch-size is 8"):
+        train(tiny(domains, tmp_path / "r3", batch_size=8))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (i * 50, 0, 0)).save(bad / f"{i}.png")
+    (bad / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(InputError, match="3.png: unreadable image"):
+        train(tiny(domains, tmp_path / "r4", a=str(bad)))
+    with pytest.raises(ConfigError, match="multiples of 4"):
+        tiny(domains, tmp_path, size=30)
+    with pytest.raises(ConfigError, match="covers 2 epochs"):
+        tiny(domains, tmp_path, schedule="32:1,48:1", n_epochs=2, n_epochs_decay=2)
+    with pytest.raises(ConfigError, match="no training state"):
+        train(tiny(domains, tmp_path / "r5"), resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, config: TrainConfig, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = train(config)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(
+        {"G_A": weights_digest(result.G_A), "G_B": weights_digest(result.G_B),
+         "step": result.step}))
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_with_two_gloo_processes_keeps_ranks_identical(domains, tmp_path):
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "run"
+    c = tiny(domains, run, max_steps=2, epoch_size=4)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), c, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
+    assert r0 == r1 and r0["step"] == 2
+    saved, _ = load_generator(run / "tiny.A2B.safetensors")
+    assert weights_digest(saved) == r0["G_A"]  # rank 0 saved what every rank holds
