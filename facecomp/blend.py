@@ -74,7 +74,8 @@ def face_mask(crop_size: int, template: Template, mask_scale: float = 1.0,
     """The soft face mask in the crop frame, (S, S) float32 in [0, 1], read-only.
 
     An ellipse from about one eye-to-mouth distance above the eyes down to the chin, as wide as
-    the cheeks; weight 1 inside ``1 - feather`` of its radius, fading to exactly 0 at its edge.
+    the cheeks; weight 1 inside ``1 - feather`` of its radius, fading to exactly 0 at its edge
+    and within the outer 8 % of the crop.
     """
     pts = template.pixels(crop_size)
     eyes, mouth = pts[:2].mean(axis=0), pts[3:].mean(axis=0)
@@ -82,15 +83,21 @@ def face_mask(crop_size: int, template: Template, mask_scale: float = 1.0,
     axis = (mouth - eyes) / d  # "down" in the face frame
     centre = eyes + 0.375 * d * axis
     semi_down, semi_across = 1.4 * d * mask_scale, 1.0 * d * mask_scale
+    across_axis = np.array([-axis[1], axis[0]])
     ys, xs = np.mgrid[0:crop_size, 0:crop_size].astype(np.float64)
     rel = np.stack([xs - centre[0], ys - centre[1]], axis=-1)
     along = rel @ axis
-    across = rel @ np.array([-axis[1], axis[0]])
+    across = rel @ across_axis
     r = np.sqrt((along / semi_down) ** 2 + (across / semi_across) ** 2)
     inner = 1.0 - feather
     t = np.clip((1.0 - r) / max(feather, 1e-6), 0.0, 1.0) if feather > 0 else (r < 1.0) * 1.0
-    m = (t * t * (3.0 - 2.0 * t)).astype(np.float32)  # smoothstep: zero slope at both ends
+    m = t * t * (3.0 - 2.0 * t)  # smoothstep: zero slope at both ends
     m[r <= inner] = 1.0
+    # Fade to zero at the crop's edge too (a tight template's ellipse reaches past it, and a
+    # mask cut off there would leave a seam).
+    edge = np.minimum(np.minimum(xs, ys), np.minimum(crop_size - 1 - xs, crop_size - 1 - ys))
+    e = np.clip(edge / (0.08 * crop_size), 0.0, 1.0)
+    m = (m * e * e * (3.0 - 2.0 * e)).astype(np.float32)
     m.setflags(write=False)
     return m
 

@@ -148,3 +148,15 @@ def test_blend_config_is_validated():
         BlendConfig(method="average")
     with pytest.raises(ConfigError):
         BlendConfig(mask_scale=3.0)
+
+
+def test_the_mask_fits_inside_the_crop_for_every_template():
+    from facecomp.geometry import TEMPLATES
+
+    for template in TEMPLATES.values():
+        for scale in (1.0, 1.6):
+            m = face_mask(128, template, scale)
+            border = np.concatenate([m[0], m[-1], m[:, 0], m[:, -1]])
+            assert border.max() == 0, (template.name, scale)  # it fades out inside the crop
+            pts = template.pixels(128).round().astype(int)
+            assert all(m[y, x] == 1.0 for x, y in pts), template.name
