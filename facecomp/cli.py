@@ -204,6 +204,240 @@ def models(
     raise typer.Exit(_guard(run))
 
 
+@app.command(epilog=EXIT_CODES)
+def prepare(
+    src: Annotated[Path, typer.Argument(
+        help="Folder of raw face images (JPEG, PNG, WebP, BMP, TIFF).", show_default=False)],
+    out: Annotated[Path, typer.Argument(
+        help="Output folder (created): training crops in OUT/, held-out crops in OUT/holdout/, "
+             "the manifest in OUT/prepare.jsonl.", show_default=False)],
+    size: Annotated[int, typer.Option(
+        "--size", "-s", min=16, max=2048,
+        help="Crop side in pixels: the crop size of the model to be trained.",
+        show_default=False)],
+    keep: Annotated[str, typer.Option(
+        "--keep", help="largest: one crop per image (NAME.png); all: every face "
+                       "(NAME_K.png, K numbered left to right from 1).")] = "largest",
+    min_face: MinFaceOpt = 48,
+    max_outside: Annotated[float, typer.Option(
+        "--max-outside", min=0.0, max=1.0,
+        help="Skip faces whose crop would take more than this part of its area from mirror "
+             "padding past the image border (1 keeps all).")] = 0.25,
+    holdout: Annotated[float, typer.Option(
+        "--holdout", help="Part of the source files whose crops go to OUT/holdout/, picked "
+                          "by a hash of the file name (0 disables).")] = 0.05,
+    age: Annotated[Optional[str], typer.Option(
+        "--age", help="Only UTKFace-style names AGE_GENDER_ID.jpg with AGE in this range: "
+                      "18-30 (inclusive), 60- (60 and over), 25.")] = None,
+    gender: Annotated[Optional[str], typer.Option(
+        "--gender", help="Only UTKFace-style names of this gender: female or male.")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="png, or jpg (quality 95).")] = "png",
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also read the sub-folders of SRC.")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=0, help="Process at most this many source files (after the filters, "
+                               "not counting files done by earlier runs).")] = None,
+    template: Annotated[str, typer.Option(
+        "--template", help="Alignment template: facecomp-v1 (face with hair and chin) or "
+                           "facecomp-tight (face only, for tightly cropped data sets).")
+                        ] = "facecomp-v1",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Turn raw face images into aligned training crops, framed exactly as `photo` frames them.
+
+    Re-running continues where a run stopped (see OUT/prepare.jsonl). Exits 0 when the run
+    completed, even if some files failed (they are counted); 1 only if every file failed.
+
+    Example: facecomp prepare utkface/ crops/ --size 128 --age 18-30
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    from .prepare import PrepareConfig
+    from .prepare import prepare as run_prepare
+
+    def run() -> int:
+        from .geometry import template_by_name
+
+        try:
+            tmpl = template_by_name(template)
+        except ValueError as e:
+            raise ConfigError(f"--template: {e}") from None
+        config = PrepareConfig(size=size, template=tmpl, keep=keep, min_face=min_face, max_outside=max_outside,
+                               holdout=holdout, age=age, gender=gender, format=fmt,
+                               recursive=recursive, limit=limit, device=device)
+        console = Console(stderr=True)
+        progress = Progress(TextColumn("prepare"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                            console=console, disable=not console.is_terminal)
+        task = progress.add_task("prepare", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def on_progress(done: int, total: int) -> None:
+            rate = done / max(1e-9, time.perf_counter() - t0) if done else 0.0
+            progress.update(task, completed=done, total=total, rate=f"{rate:.1f} files/s")
+
+        # While the bar is live, rich proxies sys.stderr; log lines go through it, above the bar.
+        stderr = sys.stderr
+        handlers = [h for h in logging.getLogger().handlers
+                    if isinstance(h, logging.StreamHandler) and h.stream is stderr]
+        with progress:
+            for h in handlers:
+                h.setStream(sys.stderr)
+            try:
+                report = run_prepare(src, out, config, on_progress=on_progress)
+            finally:
+                for h in handlers:
+                    h.setStream(stderr)
+        _info(report.summary())
+        return 1 if report.all_failed else 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=EXIT_CODES, context_settings={"max_content_width": 100})
+def train(
+    ctx: typer.Context,
+    a: Annotated[Optional[Path], typer.Option("--a", help="Folder of aligned domain-A faces "
+                                              "(from `facecomp prepare`).")] = None,
+    b: Annotated[Optional[Path], typer.Option("--b", help="Folder of aligned domain-B faces.")
+                 ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: checkpoints, "
+                                                "config.json, stats.jsonl, samples/.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="JSON file of options (names as in config.json); flags given on the "
+                         "command line win.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly "
+                                         "where its last checkpoint left off.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON "
+                                          "and exit.")] = False,
+    name: Annotated[str, typer.Option(help="Model name written into the checkpoints.")
+                    ] = "cyclegan",
+    domain_a: Annotated[str, typer.Option(help="Name of domain A, e.g. young.")] = "A",
+    domain_b: Annotated[str, typer.Option(help="Name of domain B, e.g. old.")] = "B",
+    size: Annotated[int, typer.Option(help="Crop size in pixels (without --schedule).")] = 128,
+    template: Annotated[str, typer.Option(
+        help="Alignment template of the crops; auto: the one `facecomp prepare` recorded in "
+             "the folders (else facecomp-v1).")] = "auto",
+    schedule: Annotated[str, typer.Option(help="Progressive sizes as SIZE:EPOCHS,... e.g. "
+                                          "64:10,96:10,128:20 (weights carry across sizes).")
+                        ] = "",
+    n_epochs: Annotated[int, typer.Option(help="Epochs at the initial learning rate.")] = 100,
+    n_epochs_decay: Annotated[int, typer.Option(help="Epochs of linear decay to zero.")] = 100,
+    epoch_size: Annotated[int, typer.Option(help="Samples per epoch (0: the larger domain).")
+                          ] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per domain per step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
+    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.5,
+    lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle loss.")] = 10.0,
+    lambda_identity: Annotated[float, typer.Option(
+        help="Identity loss weight, relative to --lambda-cycle.")] = 0.5,
+    pool_size: Annotated[int, typer.Option(help="Image pool size (0: no pool).")] = 50,
+    ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
+    n_blocks: Annotated[int, typer.Option(help="Generator residual blocks.")] = 9,
+    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
+    n_layers_d: Annotated[int, typer.Option(help="Discriminator layers (3: 70x70 PatchGAN).")
+                          ] = 3,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")
+                    ] = True,
+    scale_jitter: Annotated[float, typer.Option(help="Random upscale (fraction) before the "
+                                                "random crop.")] = 0.12,
+    seed: Annotated[int, typer.Option(help="Random seed (CPU runs repeat exactly).")] = 0,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on the CPU), fp32 "
+                                           "or bf16.")] = "auto",
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generators.")
+                       ] = False,
+    device: DeviceOpt = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 50,
+    sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 500,
+    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total (0: train "
+                                           "to the end); resume later with --resume.")] = 0,
+) -> None:
+    """Train a CycleGAN on two folders of aligned faces (torchrun-ready for several GPUs).
+
+    Example: facecomp train --a data/young --b data/old --out runs/age --schedule 64:5,128:5
+    --n-epochs 5 --n-epochs-decay 5. Several GPUs: torchrun --nproc-per-node 4 -m facecomp
+    train ... (one process per GPU; rank 0 logs and saves).
+    """
+    import json
+
+    from . import train as training
+
+    def run() -> int:
+        values = {k: v for k, v in ctx.params.items()
+                  if k not in ("config", "resume", "dry_run")}
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+        if config is not None:
+            try:
+                from_file = json.loads(Path(config).read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--config {config}: cannot read it as JSON ({e})") from None
+            for k, v in from_file.items():
+                key = k.replace("-", "_")
+                if key not in values:
+                    raise ConfigError(f"--config {config}: unknown option {k!r}")
+                source = ctx.get_parameter_source(key)
+                if source is None or source.name != "COMMANDLINE":
+                    values[key] = v
+        if values.get("out") in (None, "None"):
+            raise ConfigError("--out is required: the run folder")
+        if not resume and (values.get("a") in (None, "None") or values.get("b") in (None, "None")):
+            raise ConfigError("--a and --b are required: the two folders of aligned faces")
+        values["a"], values["b"] = values.get("a") or "", values.get("b") or ""
+        cfg = training.TrainConfig(**values)
+        if dry_run:
+            typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
+            return 0
+        bar = _TrainBar()
+        try:
+            result = training.train(cfg, resume=resume, on_tick=bar.update)
+        finally:
+            bar.close()
+        _info(f"stopped at step {result.step} (epoch {result.epoch}); generators: "
+              f"{result.run_dir}/{cfg.name}.A2B.safetensors and .B2A.safetensors -- use them with "
+              f"`facecomp photo --model {result.run_dir}`")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+class _TrainBar:
+    """A progress bar with it/s, ETA and the main losses, on stderr."""
+
+    def __init__(self) -> None:
+        self._progress = None
+        self._task = None
+
+    def update(self, p) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        if self._progress is None:
+            from rich.console import Console
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]} {task.fields[size]}px"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[rate]:.2f} it/s"),
+                TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                console=Console(stderr=True), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=p.total_steps,
+                                                 completed=p.step - 1, epoch=0, size=0, rate=0.0,
+                                                 losses="")
+        losses = " ".join(f"{k} {p.losses[k]:.3f}" for k in ("G", "D_A", "D_B") if k in p.losses)
+        self._progress.update(self._task, completed=p.step, epoch=p.epoch, size=p.size,
+                              rate=p.it_per_s, losses=losses)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
 def _info(message: str) -> None:
     typer.echo(message, err=True)
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from .checkpoint import ModelInfo, save_generator
 from .errors import ConfigError, FaceCompError, InputError
-from .geometry import FACECOMP_V1
+from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, write_image
 from .networks import PatchDiscriminator, ResnetGenerator
 from .translate import PRECISIONS, resolve_device, to_uint8
@@ -86,6 +86,7 @@ class TrainConfig:
     domain_a: str = "A"
     domain_b: str = "B"
     size: int = 128  # crop size when there is no schedule
+    template: str = "auto"  # alignment template; auto: as recorded by `facecomp prepare`
     schedule: tuple[tuple[int, int], ...] = ()  # progressive: (size, epochs), ...
     n_epochs: int = 100  # epochs at the initial learning rate
     n_epochs_decay: int = 100  # epochs of linear decay to zero
@@ -137,6 +138,8 @@ class TrainConfig:
                    self.n_layers_d >= 1, "--ngf, --ndf, --n-layers-d >= 1 and --n-blocks >= 0"),
                   (0 <= self.scale_jitter <= 1, "--scale-jitter must be within 0..1"),
                   (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
+                  (self.template == "auto" or self.template in TEMPLATES,
+                   f"--template must be auto or one of {', '.join(TEMPLATES)}"),
                   (self.workers >= 0 and self.epoch_size >= 0 and self.max_steps >= 0,
                    "--workers, --epoch-size and --max-steps must be >= 0"),
                   (min(self.log_every, self.sample_every, self.save_every) >= 1,
@@ -211,6 +214,24 @@ class UnpairedCrops(torch.utils.data.Dataset):
             img = img[:, ::-1]
         t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float()
         return t.div_(127.5).sub_(1.0)
+
+
+def data_template(a: str, b: str) -> str:
+    """The template `facecomp prepare` recorded for both folders (facecomp-v1 if none did)."""
+    from .prepare import read_manifest
+
+    found = {}
+    for which, folder in (("a", a), ("b", b)):
+        names = {r.get("template") for r in read_manifest(Path(folder)).values()} - {None}
+        if len(names) > 1:
+            raise ConfigError(f"--{which} {folder}: crops made with several templates "
+                              f"({', '.join(sorted(names))}); prepare it again")
+        if names:
+            found[which] = names.pop()
+    if len(set(found.values())) > 1:
+        raise ConfigError(f"--a and --b were prepared with different templates ({found['a']} vs "
+                          f"{found['b']}); prepare them alike")
+    return next(iter(found.values()), FACECOMP_V1.name)
 
 
 def domain_files(folder: str, batch_size: int, which: str) -> list[Path]:
@@ -443,6 +464,8 @@ def train(config: TrainConfig, *, resume: bool = False,
         torch.cuda.set_device(device)
     a_files = domain_files(c.a, c.batch_size, "a")
     b_files = domain_files(c.b, c.batch_size, "b")
+    if c.template == "auto":
+        c = config = dataclasses.replace(c, template=data_template(c.a, c.b))
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         _write_json(run / CONFIG_FILE, c.to_json())
@@ -552,7 +575,7 @@ def _save(n: Nets, c: TrainConfig, run: Path, step: int, epoch: int, done_in_epo
         info = ModelInfo(
             name=c.name, architecture="resnet_generator",
             arch_args={"ngf": c.ngf, "n_blocks": c.n_blocks}, crop_size=size,
-            template=FACECOMP_V1, domains={"A": c.domain_a, "B": c.domain_b},
+            template=template_by_name(c.template), domains={"A": c.domain_a, "B": c.domain_b},
             direction=direction, description=f"trained by facecomp train, step {step}",
             extra={"step": step, "epoch": epoch, "config": c.to_json()})
         save_generator(run / f"{c.name}.{direction}.safetensors", net, info, overwrite=True)

@@ -210,3 +210,69 @@ def test_ddp_with_two_gloo_processes_keeps_ranks_identical(domains, tmp_path):
     assert r0 == r1 and r0["step"] == 2
     saved, _ = load_generator(run / "tiny.A2B.safetensors")
     assert weights_digest(saved) == r0["G_A"]  # rank 0 saved what every rank holds
+
+
+def test_the_template_comes_from_the_prepared_folders(domains, tmp_path):
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(domains[0], a)
+    shutil.copytree(domains[1], b)
+    for d in (a, b):
+        (d / "prepare.jsonl").write_text(json.dumps(
+            {"name": "x.jpg", "status": "written", "outputs": [], "size": 32,
+             "template": "facecomp-tight", "keep": "largest"}) + "\n")
+    train(tiny((a, b), tmp_path / "run", max_steps=1))
+    _, info = load_generator(tmp_path / "run" / "tiny.A2B.safetensors")
+    assert info.template.name == "facecomp-tight"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["template"] == \
+        "facecomp-tight"
+    (b / "prepare.jsonl").write_text(json.dumps(
+        {"name": "x.jpg", "status": "written", "outputs": [], "size": 32,
+         "template": "facecomp-v1", "keep": "largest"}) + "\n")
+    with pytest.raises(ConfigError, match="different templates"):
+        train(tiny((a, b), tmp_path / "run2", max_steps=1))
+
+
+TINY_FLAGS = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "8", "--n-layers-d",
+              "2", "--n-epochs", "1", "--n-epochs-decay", "1", "--epoch-size", "2",
+              "--workers", "0", "--precision", "fp32", "--name", "tiny"]
+
+
+def test_cli_dry_run_config_file_and_overrides(domains, tmp_path):
+    from typer.testing import CliRunner
+
+    from facecomp.cli import app
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"ngf": 16, "lambda_cycle": 5.0, "n-blocks": 3}))
+    r = CliRunner().invoke(app, ["train", "--a", str(domains[0]), "--b", str(domains[1]),
+                                 "--out", str(tmp_path / "run"), "--config", str(cfg),
+                                 "--ngf", "8", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    resolved = json.loads(r.stdout)
+    assert resolved["ngf"] == 8 and resolved["lambda_cycle"] == 5.0 and resolved["n_blocks"] == 3
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+    cfg.write_text(json.dumps({"learning_rate": 1}))
+    r = CliRunner().invoke(app, ["train", "--a", "x", "--b", "y", "--out", "z", "--config",
+                                 str(cfg)])
+    assert r.exit_code == 2 and "unknown option 'learning_rate'" in r.stderr
+
+
+def test_cli_trains_resumes_and_reports(domains, tmp_path):
+    from typer.testing import CliRunner
+
+    from facecomp.cli import app
+
+    run = tmp_path / "run"
+    base = ["train", "--a", str(domains[0]), "--b", str(domains[1]), "--out", str(run)]
+    r = CliRunner().invoke(app, base + TINY_FLAGS + ["--max-steps", "1"])
+    assert r.exit_code == 0, r.output
+    assert "stopped at step 1" in r.stderr and f"--model {run}" in r.stderr
+    r = CliRunner().invoke(app, ["train", "--out", str(run), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "stopped at step 4" in r.stderr  # 2 epochs x 2 steps, continued to the end
+    r = CliRunner().invoke(app, base + TINY_FLAGS)
+    assert r.exit_code == 2 and "already holds a training run" in r.stderr
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "new")])
+    assert r.exit_code == 2 and "--a and --b are required" in r.stderr
