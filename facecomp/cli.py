@@ -345,8 +345,8 @@ def train(
     scale_jitter: Annotated[float, typer.Option(help="Random upscale (fraction) before the "
                                                 "random crop.")] = 0.12,
     seed: Annotated[int, typer.Option(help="Random seed (CPU runs repeat exactly).")] = 0,
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on the CPU), fp32 "
-                                           "or bf16.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on the CPU), fp32, "
+                                           "bf16, or fp16 (with loss scaling).")] = "auto",
     channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generators.")
                        ] = False,

@@ -14,8 +14,9 @@ G_A(real_A) and G_A(real_B) run as one batch (and likewise for G_B): no forward 
 Run folder (RUN_DIR): ``config.json`` (the resolved config), ``NAME.A2B.safetensors`` and
 ``NAME.B2A.safetensors`` (the generators in the inference format, usable at once with
 ``facecomp photo --model RUN_DIR``), ``train_state.pt`` (both generators and discriminators,
-optimizers, schedulers, image pools, RNG states, step and epoch; plain tensors and numbers,
-loaded with ``torch.load(weights_only=True)``), ``stats.jsonl`` and ``samples/``. Every file is
+optimizers, schedulers, image pools, RNG states, fp16 loss scalers, step and epoch; plain
+tensors and numbers, loaded with ``torch.load(weights_only=True)``), ``stats.jsonl``,
+``samples/`` and, when tensorboard is installed, ``tb/``. Every file is
 written atomically, so a run killed at any moment resumes from its last complete checkpoint.
 
 Determinism: the data order and augmentation of sample ``i`` of epoch ``e`` depend only on
@@ -32,6 +33,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -316,6 +318,7 @@ class Nets:
     sched_D: torch.optim.lr_scheduler.LRScheduler
     pool_A: ImagePool
     pool_B: ImagePool
+    scalers: tuple | None = None  # (G, D) GradScalers for fp16
 
     def bare(self, name: str) -> nn.Module:
         """A network without its DDP / compile wrapper."""
@@ -391,8 +394,7 @@ def train_step(n: Nets, real_A: torch.Tensor, real_B: torch.Tensor, c: TrainConf
         loss_G = loss_G + loss_idt_A + loss_idt_B
         losses.update(idt_A=loss_idt_A.item(), idt_B=loss_idt_B.item())
     n.opt_G.zero_grad(set_to_none=True)
-    loss_G.backward()
-    n.opt_G.step()
+    _backward_step(loss_G, n.opt_G, n.scalers[0] if n.scalers else None)
 
     for p in list(bare_D_A.parameters()) + list(bare_D_B.parameters()):
         p.requires_grad_(True)
@@ -401,14 +403,23 @@ def train_step(n: Nets, real_A: torch.Tensor, real_B: torch.Tensor, c: TrainConf
         loss_D_B = 0.5 * (_lsgan(n.D_B(real_B), True) + _lsgan(n.D_B(pooled_B), False))
         loss_D_A = 0.5 * (_lsgan(n.D_A(real_A), True) + _lsgan(n.D_A(pooled_A), False))
     n.opt_D.zero_grad(set_to_none=True)
-    (loss_D_A + loss_D_B).backward()
-    n.opt_D.step()
+    _backward_step(loss_D_A + loss_D_B, n.opt_D, n.scalers[1] if n.scalers else None)
     losses.update(D_A=loss_D_A.item(), D_B=loss_D_B.item(), G=loss_G.item())
     for k, v in losses.items():
         if not math.isfinite(v):
             raise TrainingDiverged(f"loss {k} became {v}; lower --lr or check the data. The last "
                                    "good checkpoint is kept; resume with --resume")
     return losses
+
+
+def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 class TrainingDiverged(FaceCompError):
@@ -472,14 +483,15 @@ def train(config: TrainConfig, *, resume: bool = False,
     dtype = _train_dtype(c.precision, device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # Adam's tiny second moments are denormal: 10x slower
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    if scaler is not None:
-        raise ConfigError("fp16 training is not supported yet; use --precision bf16 or fp32")
+    # fp16 needs loss scaling (bf16 and fp32 do not); the scalers' state is checkpointed.
+    scalers = (torch.amp.GradScaler(device.type), torch.amp.GradScaler(device.type)) \
+        if dtype == torch.float16 else None
 
     def autocast():
         return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     n = build_nets(c, device)
+    n.scalers = scalers
     step, epoch, done_in_epoch = 0, 0, 0
     if state is not None:
         step, epoch, done_in_epoch = _restore(n, state, device)
@@ -498,6 +510,7 @@ def train(config: TrainConfig, *, resume: bool = False,
     stop_at = min(total, c.max_steps) if c.max_steps else total
     fixed = _fixed_samples(c, a_files, b_files) if rank == 0 else None
     stats = open(run / STATS_FILE, "a") if rank == 0 else None
+    board = _tensorboard(run) if rank == 0 else None
     log.info("training %s: %d + %d images, %d steps/epoch, %d epochs, %s on %s", c.name,
              len(a_files), len(b_files), per_epoch, c.total_epochs, dtype, device)
     t_last, n_last = time.perf_counter(), step
@@ -522,6 +535,10 @@ def train(config: TrainConfig, *, resume: bool = False,
                                             "it_per_s": round(rate, 3), "time": time.time(),
                                             **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
                     stats.flush()
+                    if board is not None:
+                        for k, v in losses.items():
+                            board.add_scalar(f"loss/{k}", v, step)
+                        board.add_scalar("it_per_s", rate, step)
                     t_last, n_last = now, step
                 if rank == 0 and step % c.sample_every == 0:
                     _write_samples(n, fixed, run / "samples" / f"step_{step:07d}.jpg", size)
@@ -531,8 +548,10 @@ def train(config: TrainConfig, *, resume: bool = False,
                     break
             if done_in_epoch >= per_epoch:
                 epoch, done_in_epoch = epoch + 1, 0
-                n.sched_G.step()
-                n.sched_D.step()
+                with warnings.catch_warnings():  # fp16: GradScaler may skip an overflowed step
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                    n.sched_G.step()
+                    n.sched_D.step()
         _save(n, c, run, step, epoch, done_in_epoch, c.size_at(min(epoch, c.total_epochs - 1)),
               rank)
         if rank == 0 and fixed is not None:
@@ -541,6 +560,8 @@ def train(config: TrainConfig, *, resume: bool = False,
     finally:
         if stats is not None:
             stats.close()
+        if board is not None:
+            board.close()
     return TrainResult(run, step, epoch, n.bare("G_A"), n.bare("G_B"))
 
 
@@ -587,6 +608,7 @@ def _save(n: Nets, c: TrainConfig, run: Path, step: int, epoch: int, done_in_epo
         "sched_G": n.sched_G.state_dict(), "sched_D": n.sched_D.state_dict(),
         "pool_A": n.pool_A.state_dict(), "pool_B": n.pool_B.state_dict(),
         "rng_torch": torch.get_rng_state(),
+        "scalers": [sc.state_dict() for sc in n.scalers] if n.scalers else [],
     }
     with atomic_path(run / STATE_FILE, overwrite=True) as tmp:
         torch.save(state, tmp)
@@ -618,6 +640,8 @@ def _restore(n: Nets, state: dict, device: torch.device) -> tuple[int, int, int]
     n.pool_A.load_state_dict(state["pool_A"], device)
     n.pool_B.load_state_dict(state["pool_B"], device)
     torch.set_rng_state(state["rng_torch"])
+    for scaler, saved in zip(n.scalers or (), state.get("scalers", [])):
+        scaler.load_state_dict(saved)
     return int(state["step"]), int(state["epoch"]), int(state["done_in_epoch"])
 
 
@@ -662,6 +686,15 @@ def _write_samples(n: Nets, fixed, path: Path, size: int) -> None:
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, grid, quality=90, overwrite=True)
+
+
+def _tensorboard(run: Path):
+    """A TensorBoard writer into RUN_DIR/tb when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run / "tb"))
 
 
 def _write_json(path: Path, data: dict) -> None:

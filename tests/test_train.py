@@ -276,3 +276,14 @@ def test_cli_trains_resumes_and_reports(domains, tmp_path):
     assert r.exit_code == 2 and "already holds a training run" in r.stderr
     r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "new")])
     assert r.exit_code == 2 and "--a and --b are required" in r.stderr
+
+
+def test_fp16_with_loss_scaling_trains_and_resumes(domains, tmp_path):
+    """The GradScaler path (used on GPUs without bf16) runs on the CPU too; its state resumes."""
+    run = tmp_path / "run"
+    train(tiny(domains, run, max_steps=2, precision="fp16"))
+    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    assert len(s["scalers"]) == 2 and s["scalers"][0]["scale"] > 0
+    result = train(tiny(domains, run, max_steps=3, precision="fp16"), resume=True)
+    assert result.step == 3
+    assert all(torch.isfinite(p).all() for p in result.G_A.parameters())
