@@ -406,6 +406,46 @@ def train(
     raise typer.Exit(_guard(run))
 
 
+@app.command(epilog=EXIT_CODES)
+def evaluate(
+    model: ModelOpt = None,
+    a: Annotated[Path, typer.Option("--a", help="Aligned domain-A crops (uses DIR/holdout when "
+                                    "`facecomp prepare` made one).", show_default=False)] = ...,
+    b: Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
+                                    show_default=False)] = ...,
+    grid: Annotated[Optional[Path], typer.Option(
+        "--grid", help="Write an image of input / translated / reconstructed triplets.")] = None,
+    n_grid: Annotated[int, typer.Option("--n-grid", min=2, help="Faces in the grid (half from "
+                                        "each domain).")] = 32,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Score at most this "
+                                                 "many faces per domain.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as "
+                                                     "JSON.")] = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 16,
+) -> None:
+    """Score a model on held-out faces: cycle L1 both ways, identity L1, change in the face.
+
+    Example: facecomp evaluate --model runs/age --a data/young --b data/old --grid grid.jpg
+    """
+    from .evaluate import evaluate as run_evaluate
+
+    def run() -> int:
+        report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
+                              batch_size=batch_size)
+        typer.echo(report.summary())
+        if grid is not None:
+            typer.echo(f"grid: {grid}")
+        if json_out is not None:
+            from .io import atomic_path
+
+            with atomic_path(json_out, overwrite=True) as tmp:
+                tmp.write_text(report.to_json() + "\n")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
 class _TrainBar:
     """A progress bar with it/s, ETA and the main losses, on stderr."""
 
