@@ -1,0 +1,63 @@
+"""Regenerate tests/golden/: the shipped default model's outputs on fixed aligned crops.
+
+Run it only when the shipped weights or the pre/post-processing change ON PURPOSE:
+
+    .venv/bin/python scripts/make_golden.py
+
+It aligns the faces of samples/group.jpg with the default model's template and crop size
+(inputs.png), runs both generators through facecomp's Translator (A2B.png, B2A.png) and records
+the model files' sha256 (meta.json). tests/test_golden.py compares against these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facecomp.align import AlignConfig, align_faces
+from facecomp.checkpoint import load_generator, resolve_model
+from facecomp.detect import MTCNNDetector
+from facecomp.io import read_image, write_image
+from facecomp.translate import TranslateConfig, Translator
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "golden"
+
+
+def golden_inputs(template, crop_size: int) -> np.ndarray:
+    img = read_image(ROOT / "samples" / "group.jpg").rgb
+    crops, _ = align_faces(img, MTCNNDetector().detect(img), AlignConfig(crop_size, template))
+    return crops
+
+
+def tile(crops: np.ndarray) -> np.ndarray:
+    return np.concatenate(list(crops), axis=1)
+
+
+def untile(strip: np.ndarray, size: int) -> np.ndarray:
+    return np.stack([strip[:, i * size:(i + 1) * size] for i in range(strip.shape[1] // size)])
+
+
+def main() -> None:
+    meta = {}
+    crops = None
+    for direction in ("A2B", "B2A"):
+        path = resolve_model(None, direction)
+        net, info = load_generator(path)
+        if crops is None:
+            crops = golden_inputs(info.template, info.crop_size)
+            write_image(OUT / "inputs.png", tile(crops), overwrite=True)
+        out = Translator(net, TranslateConfig(device="cpu", precision="fp32"))(crops)
+        write_image(OUT / f"{direction}.png", tile(out), overwrite=True)
+        meta[direction] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes())
+                           .hexdigest(), "crop_size": info.crop_size,
+                           "template": info.template.name}
+    (OUT / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {OUT}: {len(crops)} faces")
+
+
+if __name__ == "__main__":
+    main()
