@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduce the default young <-> old model from UTKFace with facecomp's own prepare + train.
+# Re-running continues where it stopped (prepare skips done files; train resumes exactly).
+#   UTKFACE=../shared/datasets/utkface WORK=$HOME/facecomp-work scripts/make_model.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FC=${FACECOMP:-.venv/bin/facecomp}
+DATA=${UTKFACE:-../shared/datasets/utkface}
+WORK=${WORK:-$HOME/facecomp-work}
+PREP=(--size 128 --template facecomp-tight --max-outside 0.4 --holdout 0.05)
+"$FC" prepare "$DATA" "$WORK/young" "${PREP[@]}" --age 18-30
+"$FC" prepare "$DATA" "$WORK/old" "${PREP[@]}" --age 55-80
+if [ -f "$WORK/run-aging/train_state.pt" ]; then
+  "$FC" train --out "$WORK/run-aging" --resume
+else
+  "$FC" train --config models/aging.train.json --a "$WORK/young" --b "$WORK/old" \
+    --out "$WORK/run-aging"
+fi
+echo "generators: $WORK/run-aging/aging.A2B.safetensors and aging.B2A.safetensors"
