@@ -4,12 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo model-placeholder clean
+.PHONY: help setup test demo model model-placeholder golden clean
 
 help:
 	@echo "make setup   create $(VENV) and install facecomp into it (with test tools)"
 	@echo "make demo    run facecomp on samples/group.jpg with the shipped default model"
 	@echo "make test    run the test suite (CPU, a few minutes)"
+	@echo "make model   prepare UTKFace and train the age model (long; re-run to resume)"
 
 setup: $(STAMP)
 
@@ -25,6 +26,14 @@ demo: setup
 	$(VENV)/bin/facecomp photo samples/group.jpg -o demo-out/group.facecomp.jpg --overwrite --debug
 	$(PY) scripts/before_after.py samples/group.jpg demo-out/group.facecomp.jpg demo-out/before_after.jpg
 	@echo "demo: see demo-out/group.facecomp.jpg, its .debug.jpg and demo-out/before_after.jpg"
+
+# Train the default young <-> old model from UTKFace (hours on a CPU; re-run to resume).
+model: setup
+	scripts/make_model.sh
+
+# Regenerate tests/golden after an intended change of the shipped weights or processing.
+golden: setup
+	$(PY) scripts/make_golden.py
 
 model-placeholder: setup
 	$(PY) scripts/make_placeholder.py
