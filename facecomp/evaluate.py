@@ -22,6 +22,7 @@ from .blend import face_mask
 from .checkpoint import ModelInfo, load_generator, resolve_model
 from .errors import InputError
 from .io import list_images, read_image, write_image
+from .prepare import HOLDOUT_DIR, holdout_images
 from .translate import TranslateConfig, Translator
 
 
@@ -59,9 +60,9 @@ def held_out_images(folder: Path, limit: int | None) -> tuple[Path, list[Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    held = folder / "holdout"
-    source = held if held.is_dir() and list_images(held) else folder
-    files = list_images(source)
+    held = holdout_images(folder)
+    source = folder / HOLDOUT_DIR if held else folder
+    files = held or list_images(folder)
     if not files:
         raise InputError(f"{folder}: no images to evaluate on")
     return source, files[:limit] if limit else files

@@ -437,6 +437,12 @@ def _prepare_one(item: _Item, out: Path, config: PrepareConfig,
 # The manifest
 
 
+def holdout_images(folder: Path) -> list[Path]:
+    """The held-out crops `prepare` wrote beside ``folder``'s training crops ([] if none)."""
+    held = Path(folder) / HOLDOUT_DIR
+    return list_images(held) if held.is_dir() else []
+
+
 def read_manifest(out: Path) -> dict[str, dict]:
     """The last record of each source in ``out``'s manifest ({} if none); bad lines skipped."""
     path = Path(out) / MANIFEST_NAME

@@ -658,10 +658,10 @@ def _trim_stats(path: Path, step: int) -> None:
 def _fixed_samples(c: TrainConfig, a_files: list[Path], b_files: list[Path]
                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Up to 4 faces per domain for the sample grids: held-out ones when there are any."""
+    from .prepare import holdout_images
+
     def pick(folder: str, files: list[Path]) -> list[np.ndarray]:
-        held = Path(folder) / "holdout"
-        chosen = (list_images(held) if held.is_dir() else [])[:4] or files[:4]
-        return [read_image(p).rgb for p in chosen]
+        return [read_image(p).rgb for p in holdout_images(Path(folder))[:4] or files[:4]]
 
     return pick(c.a, a_files), pick(c.b, b_files)
 
