@@ -59,6 +59,19 @@ MinFaceOpt = Annotated[int, typer.Option(
 FacesOpt = Annotated[str, typer.Option(
     "--faces", help="Which faces: all, largest, or numbers like 1,3 (left to right, as drawn "
                     "by --debug).")]
+ColorMatchOpt = Annotated[bool, typer.Option(
+    "--color-match/--no-color-match",
+    help="Match each translated face's colour (LAB mean/std) to the original face.")]
+MinScoreOpt = Annotated[float, typer.Option(
+    "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")]
+DetectSideOpt = Annotated[int, typer.Option(
+    "--detect-side", min=64, help="Detect on a copy whose longer side is at most this many "
+                                  "pixels (results map back to full resolution).")]
+MaskScaleOpt = Annotated[float, typer.Option(
+    "--mask-scale", min=0.3, max=1.6, help="Grow (>1) or erode (<1) the face mask.")]
+FeatherOpt = Annotated[float, typer.Option(
+    "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales with "
+                                        "face size).")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace outputs that already exist (inputs are never modified).")]
 
@@ -90,23 +103,15 @@ def photo(
     direction: DirectionOpt = Direction.A2B,
     model: ModelOpt = None,
     blend: BlendOpt = Blend.feather,
-    color_match: Annotated[bool, typer.Option(
-        "--color-match/--no-color-match",
-        help="Match each translated face's colour (LAB mean/std) to the original face.")] = True,
+    color_match: ColorMatchOpt = True,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 16,
     min_face: MinFaceOpt = 16,
     faces: FacesOpt = "all",
-    min_score: Annotated[float, typer.Option(
-        "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")] = 0.9,
-    detect_side: Annotated[int, typer.Option(
-        "--detect-side", min=64, help="Detect on a copy whose longer side is at most this many "
-                                      "pixels (results map back to full resolution).")] = 2000,
-    mask_scale: Annotated[float, typer.Option(
-        "--mask-scale", min=0.3, max=1.6, help="Grow (>1) or erode (<1) the face mask.")] = 1.0,
-    feather: Annotated[float, typer.Option(
-        "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales "
-                                            "with face size).")] = 0.3,
+    min_score: MinScoreOpt = 0.9,
+    detect_side: DetectSideOpt = 2000,
+    mask_scale: MaskScaleOpt = 1.0,
+    feather: FeatherOpt = 0.3,
     overwrite: OverwriteOpt = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers and "
@@ -119,20 +124,12 @@ def photo(
 
     Example: facecomp photo group.jpg --direction A2B   (writes group.facecomp.jpg)
     """
-    from .blend import BlendConfig
-    from .detect import DetectConfig
-    from .pipeline import FaceComp, FaceSelection, PhotoConfig
+    from .pipeline import FaceComp
     from .photo import plan_jobs, run_photos
-    from .translate import TranslateConfig
 
     def run() -> int:
-        config = PhotoConfig(
-            model=model, direction=direction.value, min_face=min_face,
-            faces=FaceSelection.parse(faces),
-            detect=DetectConfig(min_score=min_score, max_side=detect_side),
-            blend=BlendConfig(method=blend.value, color_match=color_match,
-                              mask_scale=mask_scale, feather=feather),
-            translate=TranslateConfig(device=device, batch_size=batch_size))
+        config = _photo_config(model, direction, blend, color_match, device, batch_size,
+                               min_face, faces, min_score, detect_side, mask_scale, feather)
         jobs = plan_jobs(list(inputs), output)
 
         def pipeline() -> FaceComp:
@@ -166,6 +163,117 @@ def photo(
         return summary.exit_code
 
     raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=EXIT_CODES)
+def video(
+    src: Annotated[Path, typer.Argument(help="Input video (anything FFmpeg reads).",
+                                        show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Output video (MP4/MKV/MOV by extension). Default: "
+                               "NAME.facecomp.mp4 beside the input.")] = None,
+    direction: DirectionOpt = Direction.A2B,
+    model: ModelOpt = None,
+    blend: BlendOpt = Blend.feather,
+    color_match: ColorMatchOpt = True,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 16,
+    min_face: MinFaceOpt = 16,
+    min_score: MinScoreOpt = 0.9,
+    detect_side: DetectSideOpt = 2000,
+    mask_scale: MaskScaleOpt = 1.0,
+    feather: FeatherOpt = 0.3,
+    detect_every: Annotated[int, typer.Option(
+        "--detect-every", min=1, help="Run the detector every K frames; tracked faces carry "
+                                      "over in between.")] = 1,
+    start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
+                                         "(seconds).")] = 0.0,
+    end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")
+                   ] = None,
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality (lower: "
+                                     "better, bigger).")] = 18,
+    preset: Annotated[str, typer.Option("--preset", help="x264 speed preset (ultrafast .. "
+                                        "veryslow).")] = "medium",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Translate every face of a video, frame by frame, stable over time; audio is kept.
+
+    Faces are tracked across frames and their landmarks smoothed, so pasted faces do not
+    jitter. The output is written to a temporary file and renamed at the end.
+
+    Example: facecomp video clip.mp4 -o clip-old.mp4 --direction A2B
+    """
+    from .pipeline import FaceComp
+    from .video import VideoConfig, default_output, translate_video
+
+    def run() -> int:
+        config = _photo_config(model, direction, blend, color_match, device, batch_size,
+                               min_face, "all", min_score, detect_side, mask_scale, feather)
+        vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
+                              preset=preset)
+        dst = output or default_output(src)
+        if dst.exists() and not overwrite:
+            from .errors import OutputError
+
+            raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+        pipeline = FaceComp(config)
+        bar = _Bar("frames")
+        try:
+            report = translate_video(src, dst, pipeline, vconfig, overwrite=overwrite,
+                                     on_progress=bar.update)
+        finally:
+            bar.close()
+        t = report.timings
+        _info(f"{src} -> {dst}: {report.frames} frames, {report.face_frames} faces in "
+              f"{report.tracks} tracks, {report.seconds:.1f} s ({report.fps:.1f} fps)")
+        logging.getLogger("facecomp").info(
+            "time per stage: %s", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+class _Bar:
+    """A rich progress bar on stderr: done / total, rate, ETA."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit, self._progress, self._task, self._t0 = unit, None, None, time.perf_counter()
+
+    def update(self, done: int, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(TextColumn(self.unit), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                      console=Console(stderr=True))
+            self._progress.start()
+            self._task = self._progress.add_task(self.unit, total=total or None, rate="")
+        rate = done / max(1e-9, time.perf_counter() - self._t0)
+        self._progress.update(self._task, completed=done, total=total or None,
+                              rate=f"{rate:.1f} {self.unit}/s")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _photo_config(model, direction, blend, color_match, device, batch_size, min_face, faces,
+                  min_score, detect_side, mask_scale, feather):
+    """The PhotoConfig that the photo and video options describe."""
+    from .blend import BlendConfig
+    from .detect import DetectConfig
+    from .pipeline import FaceSelection, PhotoConfig
+    from .translate import TranslateConfig
+
+    return PhotoConfig(
+        model=model, direction=direction.value, min_face=min_face,
+        faces=FaceSelection.parse(faces),
+        detect=DetectConfig(min_score=min_score, max_side=detect_side),
+        blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
+                          feather=feather),
+        translate=TranslateConfig(device=device, batch_size=batch_size))
 
 
 @app.command(epilog=EXIT_CODES)

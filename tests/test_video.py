@@ -1,0 +1,218 @@
+"""Video: frame count, rate, duration and audio kept; only face regions change; smoothing
+steadies a jittery detector; interrupted runs leave nothing; bad inputs are one-line errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from facecomp.errors import InputError  # noqa: E402
+from facecomp.face import Face  # noqa: E402
+from facecomp.pipeline import FaceComp, PhotoConfig  # noqa: E402
+from facecomp.track import TrackConfig  # noqa: E402
+from facecomp.video import VideoConfig, translate_video  # noqa: E402
+
+from .conftest import SAMPLES, Invert, load_rgb, make_info, media  # noqa: E402
+
+W, H, FPS, N = 320, 240, 25, 40
+
+
+def make_clip(path: Path, frames: list[np.ndarray], fps: int = FPS, audio: bool = True) -> None:
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"crf": "12", "preset": "ultrafast"}
+        if audio:
+            aus = out.add_stream("aac", rate=44100)
+            aus.layout = "mono"
+        for i, img in enumerate(frames):
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if audio:
+            n = int(44100 * len(frames) / fps)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
+            for k in range(0, n, 1024):
+                chunk = tone[k:k + 1024][None]
+                af = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                af.sample_rate = 44100
+                af.pts = k
+                for p in aus.encode(af):
+                    out.mux(p)
+            for p in aus.encode(None):
+                out.mux(p)
+
+
+def moving_face_frames(n: int = N) -> list[np.ndarray]:
+    face = load_rgb(SAMPLES / "portrait.jpg")[40:300, 110:340]  # the astronaut's head
+    frames = []
+    for k in range(n):
+        s = 0.55 + 0.15 * k / n
+        f = cv2.resize(face, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        bg = np.full((H, W, 3), (90, 120, 150), np.uint8)
+        x, y = 20 + 3 * k, 10
+        h, w = min(f.shape[0], H - y), min(f.shape[1], W - x)
+        bg[y:y + h, x:x + w] = f[:h, :w]
+        frames.append(bg)
+    return frames
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        n = sum(1 for _ in c.decode(video=0))
+        out = {"frames": n, "rate": v.average_rate, "w": v.codec_context.width,
+               "h": v.codec_context.height, "audio": len(c.streams.audio)}
+        dur = [float(s.duration * s.time_base) for s in c.streams if s.duration]
+        out["durations"] = dur
+    return out
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("video") / "clip.mp4"
+    make_clip(p, moving_face_frames())
+    return p
+
+
+@pytest.fixture
+def invert_pipeline(detector) -> FaceComp:
+    return FaceComp(PhotoConfig(), generator=Invert(), info=make_info("test_invert"),
+                    detector=detector)
+
+
+def test_frames_rate_duration_and_audio_are_kept(clip, tmp_path, invert_pipeline):
+    out = tmp_path / "out.mp4"
+    report = translate_video(clip, out, invert_pipeline, VideoConfig(preset="ultrafast"))
+    a, b = probe(clip), probe(out)
+    assert b["frames"] == a["frames"] == N and b["rate"] == a["rate"] == Fraction(FPS)
+    assert (b["w"], b["h"]) == (W, H) and b["audio"] == 1
+    assert report.frames == N and report.face_frames >= N - 2 and report.tracks >= 1
+    assert max(b["durations"]) == pytest.approx(max(a["durations"]), abs=0.05)
+
+
+def test_only_face_regions_change(clip, tmp_path, invert_pipeline):
+    out = tmp_path / "out.mp4"
+    translate_video(clip, out, invert_pipeline, VideoConfig(preset="ultrafast", crf=12))
+    src, dst = frames_of(clip), frames_of(out)
+    for a, b in zip(src[::8], dst[::8]):
+        d = np.abs(a.astype(int) - b.astype(int)).max(axis=2)
+        changed = d > 60
+        assert changed.sum() > 500  # the face was inverted
+        ys, xs = np.nonzero(changed)
+        # outside the face's neighbourhood: equal up to codec loss
+        far = np.ones_like(changed)
+        far[max(0, ys.min() - 12):ys.max() + 12, max(0, xs.min() - 12):xs.max() + 12] = False
+        assert np.percentile(d[far], 99) < 12
+
+
+class NoisyDetector:
+    """A still face whose detected landmarks jitter by sigma px (a worst-case detector)."""
+
+    def __init__(self, face: Face, sigma: float = 2.0) -> None:
+        self.face, self.sigma, self.rng = face, sigma, np.random.default_rng(0)
+
+    def detect(self, image):
+        return [Face(self.face.box, 0.99, self.face.landmarks +
+                     self.rng.normal(0, self.sigma, (5, 2)))]
+
+
+def _pasted_centres(video: Path, original: np.ndarray) -> np.ndarray:
+    out = []
+    for f in frames_of(video):
+        d = np.abs(f.astype(int) - original.astype(int)).max(axis=2) > 60
+        ys, xs = np.nonzero(d)
+        out.append((xs.mean(), ys.mean()))
+    return np.array(out)
+
+
+def test_smoothing_steadies_a_jittery_still_face_at_least_3x(tmp_path, detector):
+    still = moving_face_frames(1)[0]
+    clip = tmp_path / "still.mp4"
+    make_clip(clip, [still] * 30, audio=False)
+    face = detector.detect(still)[0]
+    moves = {}
+    for name, track in (("smooth", TrackConfig()),
+                        ("raw", TrackConfig(min_cutoff=1e6))):  # no smoothing
+        fc = FaceComp(PhotoConfig(), generator=Invert(), info=make_info("test_invert"),
+                      detector=NoisyDetector(face))
+        out = tmp_path / f"{name}.mp4"
+        translate_video(clip, out, fc, VideoConfig(preset="ultrafast", crf=12, track=track))
+        c = _pasted_centres(out, still)
+        moves[name] = np.linalg.norm(np.diff(c[5:], axis=0), axis=1).mean()
+    print("pasted-face motion per frame (px):", moves)
+    assert moves["raw"] >= 3 * moves["smooth"], moves
+
+
+def test_an_exception_mid_way_leaves_no_file(clip, tmp_path, invert_pipeline):
+    out = tmp_path / "out.mp4"
+
+    def boom(done, total):
+        if done >= 16:
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        translate_video(clip, out, invert_pipeline, VideoConfig(preset="ultrafast"),
+                        on_progress=boom)
+    assert not out.exists() and not list(tmp_path.glob(".facecomp-tmp-*"))
+
+
+def test_trim_no_audio_and_odd_size(tmp_path, invert_pipeline):
+    frames = [f[:239, :319] for f in moving_face_frames(20)]  # odd width and height
+    clip = tmp_path / "odd.mp4"
+    make_clip(clip, [np.ascontiguousarray(np.pad(f, ((0, 1), (0, 1), (0, 0)))) for f in frames],
+              audio=False)
+    out = tmp_path / "out.mp4"
+    translate_video(clip, out, invert_pipeline, VideoConfig(preset="ultrafast", start=0.2,
+                                                            end=0.6))
+    p = probe(out)
+    assert p["audio"] == 0 and p["frames"] == 10  # 0.2 s .. 0.6 s at 25 fps
+
+
+def test_bad_inputs(tmp_path, invert_pipeline):
+    txt = tmp_path / "notes.mp4"
+    txt.write_text("not a video")
+    with pytest.raises(InputError, match="not a video"):
+        translate_video(txt, tmp_path / "o.mp4", invert_pipeline)
+    with pytest.raises(InputError, match="no such file"):
+        translate_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", invert_pipeline)
+
+
+def test_a_real_clip_with_audio(tmp_path, invert_pipeline):
+    src = media("video_01_street_walkers_1080p.mp4")
+    out = tmp_path / "street.mp4"
+    report = translate_video(src, out, invert_pipeline,
+                             VideoConfig(preset="ultrafast", end=0.8, detect_every=2))
+    p = probe(out)
+    assert p["frames"] == 20 and p["audio"] == 1 and (p["w"], p["h"]) == (1920, 1080)
+    assert report.face_frames > 20
+
+
+def test_cli_video(clip, tmp_path, invert_model):
+    from typer.testing import CliRunner
+
+    from facecomp.cli import app
+
+    out = tmp_path / "cli.mp4"
+    args = ["video", str(clip), "-o", str(out), "--model", str(invert_model), "--preset",
+            "ultrafast", "--end", "0.4"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "10 frames" in r.stderr and probe(out)["frames"] == 10
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1 and "already exists" in r.stderr
+    r = CliRunner().invoke(app, ["video", str(tmp_path / "none.mp4")])
+    assert r.exit_code == 1 and "no such file" in r.stderr and "Traceback" not in r.output
