@@ -383,6 +383,17 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             log.warning("%s: cannot remove the temporary file %s (%s)", path, tmp, exc.strerror)
 
 
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files that a killed run left in ``folder`` (only call this where
+    no other facecomp process is writing); returns how many there were."""
+    n = 0
+    for tmp in Path(folder).glob(f"{_TMP_PREFIX}*"):
+        log.info("removing %s, left by an interrupted run", tmp)
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

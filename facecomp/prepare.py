@@ -49,8 +49,8 @@ from .align import AlignConfig, align_face
 from .detect import DetectConfig, Detector, MTCNNDetector
 from .errors import ConfigError, FaceCompError, InputError, OutputError
 from .geometry import FACECOMP_V1, Template, crop_corners, invert_affine
-from .io import _TMP_PREFIX  # the prefix of atomic_path's temporary files, cleaned up here
-from .io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image, write_image
+from .io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image,
+                 remove_stale_temporaries, write_image)
 from .pipeline import FaceSelection
 from .translate import TranslateConfig, resolve_device
 
@@ -543,6 +543,4 @@ def _check_settings(records: dict[str, dict], config: PrepareConfig, out: Path) 
 def _remove_temporaries(out: Path) -> None:
     """Temporary files of crops being written when a run was killed (training globs see them)."""
     for folder in (out, out / HOLDOUT_DIR):
-        for tmp in folder.glob(f"{_TMP_PREFIX}*"):
-            log.info("removing %s, left by an interrupted run", tmp)
-            tmp.unlink(missing_ok=True)
+        remove_stale_temporaries(folder)

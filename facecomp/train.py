@@ -47,7 +47,7 @@ from torch import nn
 from .checkpoint import ModelInfo, save_generator
 from .errors import ConfigError, FaceCompError, InputError
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
-from .io import atomic_path, list_images, read_image, write_image
+from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
 from .networks import PatchDiscriminator, ResnetGenerator
 from .translate import PRECISIONS, resolve_device, to_uint8
 
@@ -495,7 +495,9 @@ def train(config: TrainConfig, *, resume: bool = False,
     step, epoch, done_in_epoch = 0, 0, 0
     if state is not None:
         step, epoch, done_in_epoch = _restore(n, state, device)
-        _trim_stats(run / STATS_FILE, step)
+        if rank == 0:
+            _trim_stats(run / STATS_FILE, step)
+            remove_stale_temporaries(run)  # files being written when the run was killed
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -124,6 +124,7 @@ def test_resume_after_a_crash_trims_stats_and_continues(domains, tmp_path):
     train(tiny(domains, run, max_steps=4), resume=True)
     steps = [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    assert not list(run.glob(".facecomp-tmp-*"))  # the killed run's temporary file is swept
 
 
 def test_progressive_sizes_carry_the_weights(domains, tmp_path):
