@@ -464,7 +464,8 @@ def train(
     sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 500,
     save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total (0: train "
-                                           "to the end); resume later with --resume.")] = 0,
+                                           "to the end); resume later with --resume. Applies to "
+                                           "this invocation only.")] = 0,
 ) -> None:
     """Train a CycleGAN on two folders of aligned faces (torchrun-ready for several GPUs).
 
@@ -503,11 +504,13 @@ def train(
             return 0
         bar = _TrainBar()
         try:
-            result = training.train(cfg, resume=resume, on_tick=bar.update)
+            typed = {k for k in values if (src := ctx.get_parameter_source(k)) is not None
+                     and src.name == "COMMANDLINE"}
+            result = training.train(cfg, resume=resume, overrides=typed, on_tick=bar.update)
         finally:
             bar.close()
         _info(f"stopped at step {result.step} (epoch {result.epoch}); generators: "
-              f"{result.run_dir}/{cfg.name}.A2B.safetensors and .B2A.safetensors -- use them with "
+              f"{result.run_dir}/{result.name}.A2B.safetensors and .B2A.safetensors -- use them with "
               f"`facecomp photo --model {result.run_dir}`")
         return 0
 

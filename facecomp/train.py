@@ -445,6 +445,7 @@ class Progress:
 @dataclass
 class TrainResult:
     run_dir: Path
+    name: str
     step: int
     epoch: int
     G_A: nn.Module = field(repr=False)
@@ -456,14 +457,17 @@ def steps_per_epoch(c: TrainConfig, n_a: int, n_b: int, world: int = 1) -> int:
     return max(1, samples // (c.batch_size * world))
 
 
-def train(config: TrainConfig, *, resume: bool = False,
+def train(config: TrainConfig, *, resume: bool = False, overrides: set[str] | None = None,
           on_tick: Callable[[Progress], None] | None = None) -> TrainResult:
-    """Train (or resume) a CycleGAN run in ``config.out``; returns where it stopped."""
+    """Train (or resume) a CycleGAN run in ``config.out``; returns where it stopped.
+
+    On resume the saved recipe is kept; of the RESUMABLE options, those named in ``overrides``
+    (default: every one that differs from the saved run) are taken from ``config``."""
     rank, world = _distributed()
     run = Path(config.out)
     state = None
     if resume:
-        config, state = _load_run(run, config)
+        config, state = _load_run(run, config, overrides)
     elif (run / STATE_FILE).exists():
         raise ConfigError(f"{run} already holds a training run; pass --resume to continue it or "
                           "choose another --out")
@@ -564,7 +568,7 @@ def train(config: TrainConfig, *, resume: bool = False,
             stats.close()
         if board is not None:
             board.close()
-    return TrainResult(run, step, epoch, n.bare("G_A"), n.bare("G_B"))
+    return TrainResult(run, c.name, step, epoch, n.bare("G_A"), n.bare("G_B"))
 
 
 def _batches(a_files, b_files, c: TrainConfig, epoch: int, per_epoch: int, start: int, rank: int,
@@ -616,7 +620,8 @@ def _save(n: Nets, c: TrainConfig, run: Path, step: int, epoch: int, done_in_epo
         torch.save(state, tmp)
 
 
-def _load_run(run: Path, given: TrainConfig) -> tuple[TrainConfig, dict]:
+def _load_run(run: Path, given: TrainConfig, overrides: set[str] | None
+              ) -> tuple[TrainConfig, dict]:
     path = run / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{run}: no training state to resume ({STATE_FILE} is missing); start "
@@ -628,7 +633,10 @@ def _load_run(run: Path, given: TrainConfig) -> tuple[TrainConfig, dict]:
                           ) from None
     saved = TrainConfig.from_json(json.loads(state["config"]))
     # Keep the saved recipe; only the options that do not change the maths may differ.
-    changes = {k: getattr(given, k) for k in RESUMABLE if getattr(given, k) != getattr(saved, k)}
+    # max_steps is where *this* invocation stops, never part of the saved recipe
+    names = RESUMABLE if overrides is None else \
+        [k for k in RESUMABLE if k in overrides or k == "max_steps"]
+    changes = {k: getattr(given, k) for k in names if getattr(given, k) != getattr(saved, k)}
     return dataclasses.replace(saved, **changes), state
 
 

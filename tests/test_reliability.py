@@ -1,0 +1,320 @@
+"""Reliability: hostile and odd inputs give a correct result or a one-line error naming the
+file; nothing is lost; killed training resumes cleanly. Inputs are generated here (no
+downloads); items already proven elsewhere say where (checkpoint corruption and pickle:
+test_checkpoint.py; NaN losses: test_train.py; loader fuzzing: test_io.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facecomp.cli import app
+from facecomp.io import read_image
+
+from .conftest import SAMPLES, media
+
+runner = CliRunner()
+
+
+def _group(width: int = 720) -> Image.Image:
+    im = Image.open(SAMPLES / "group.jpg").convert("RGB")
+    return im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+
+
+def _photo(path: Path, model: Path, *extra: str):
+    return runner.invoke(app, ["photo", str(path), "--model", str(model), *extra])
+
+
+def _one_line(result, *needles: str) -> str:
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("facecomp: error:")]
+    assert len(errors) == 1, result.output
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+def _png_bomb(path: Path, w: int = 30000, h: int = 30000) -> None:
+    """A valid PNG header announcing w x h pixels, with almost no data behind it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
+                     chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+# --- inputs that must fail with one line naming the file (exit 1) ---------------------------
+
+def _missing(d: Path) -> Path:
+    return d / "missing.jpg"
+
+
+def _empty_folder(d: Path) -> Path:
+    (d / "nothing").mkdir()
+    (d / "nothing" / "readme.txt").write_text("no images here")
+    return d / "nothing"
+
+
+def _zero_bytes(d: Path) -> Path:
+    (d / "zero.jpg").write_bytes(b"")
+    return d / "zero.jpg"
+
+
+def _truncated(d: Path) -> Path:
+    data = (SAMPLES / "group.jpg").read_bytes()
+    (d / "cut.jpg").write_bytes(data[: len(data) // 2])
+    return d / "cut.jpg"
+
+
+def _text(d: Path) -> Path:
+    (d / "letter.jpg").write_text("Dear user, this is not a JPEG.")
+    return d / "letter.jpg"
+
+
+def _bomb(d: Path) -> Path:
+    _png_bomb(d / "bomb.png")
+    return d / "bomb.png"
+
+
+@pytest.mark.parametrize("make,needle", [
+    (_missing, "no such file"), (_empty_folder, "no images in this folder"),
+    (_zero_bytes, "empty"), (_truncated, "truncated or corrupt"), (_text, "not an image"),
+    (_bomb, "over the limit"),
+])
+def test_bad_photo_inputs_fail_with_one_line(tmp_path, invert_model, make, needle):
+    path = make(tmp_path)
+    t0 = time.perf_counter()
+    r = _photo(path, invert_model)
+    assert r.exit_code == 1
+    _one_line(r, path.name, needle)
+    assert time.perf_counter() - t0 < 30  # the bomb is refused before it is decoded
+
+
+# --- odd but valid inputs: a correct result ---------------------------------------------
+
+def test_png_with_alpha_keeps_its_alpha(tmp_path, invert_model):
+    rgba = _group().convert("RGBA")
+    alpha = np.tile(np.linspace(40, 255, rgba.width).astype(np.uint8), (rgba.height, 1))
+    rgba.putalpha(Image.fromarray(alpha))
+    src = tmp_path / "alpha.png"
+    rgba.save(src)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0 and "6 faces, 6 translated" in r.stderr
+    out = Image.open(tmp_path / "alpha.facecomp.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+
+
+@pytest.mark.parametrize("kind", ["16bit", "gray", "cmyk", "palette"])
+def test_other_pixel_formats_are_processed(tmp_path, invert_model, kind):
+    im = _group()
+    if kind == "16bit":
+        src = tmp_path / "deep.png"
+        Image.fromarray((np.asarray(im.convert("L")).astype(np.uint16) * 257)).save(src)
+    elif kind == "gray":
+        src = tmp_path / "gray.jpg"
+        im.convert("L").save(src, quality=95)
+    elif kind == "cmyk":
+        src = tmp_path / "cmyk.jpg"
+        im.convert("CMYK").save(src, quality=95)
+    else:
+        src = tmp_path / "palette.png"
+        im.convert("P", palette=Image.ADAPTIVE, colors=256).save(src)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0, r.output
+    assert "6 faces, 6 translated" in r.stderr, r.stderr
+    out = read_image(next(tmp_path.glob("*.facecomp.*")))
+    assert out.rgb.shape[:2] == (im.height, im.width)
+
+
+def test_exif_rotated_photo_is_processed_upright(tmp_path, invert_model):
+    im = _group()
+    sideways = im.transpose(Image.Transpose.ROTATE_90)  # what a camera stores ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and the tag that tells viewers to turn it back
+    src = tmp_path / "phone.jpg"
+    sideways.save(src, exif=exif, quality=95)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0 and "6 faces, 6 translated" in r.stderr
+    out = Image.open(tmp_path / "phone.facecomp.jpg")
+    assert out.size == im.size  # written upright
+    assert out.getexif().get(0x0112, 1) == 1
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path, invert_model):
+    first, second = _group(480), Image.new("RGB", (480, 320), (20, 20, 20))
+    src = tmp_path / "anim.gif"
+    first.save(src, save_all=True, append_images=[second], duration=200)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0 and "translated" in r.stderr
+    assert (tmp_path / "anim.facecomp.png").is_file()
+
+
+def test_a_one_pixel_image_is_copied(tmp_path, invert_model):
+    src = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(src)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0 and "no faces" in r.stderr
+    assert (tmp_path / "dot.facecomp.png").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("blend", ["feather", "poisson"])
+def test_a_face_cut_by_every_border(tmp_path, invert_model, detector, blend):
+    img = np.asarray(_group(1440))
+    f = max(detector.detect(img), key=lambda f: f.size)
+    x1, y1, x2, y2 = (int(v) for v in f.box)
+    mx, my = (x2 - x1) // 6, (y2 - y1) // 6  # cut through cheeks, forehead and chin
+    src = tmp_path / "tight.png"
+    Image.fromarray(img[y1 + my:y2 - my, x1 + mx:x2 - mx]).save(src)
+    r = _photo(src, invert_model, "--blend", blend, "--min-score", "0.8")
+    assert r.exit_code == 0, r.output
+    assert "1 face" in r.stderr or "no faces" in r.stderr  # found, or honestly not found
+
+
+def test_a_photo_with_100_small_faces(tmp_path, invert_model):
+    src = media("group_20_staff_photo_100faces.jpg")
+    out = tmp_path / "staff.jpg"
+    r = runner.invoke(app, ["photo", str(src), "-o", str(out), "--model", str(invert_model),
+                            "--min-face", "0"])
+    assert r.exit_code == 0 and "100 faces, 100 translated" in r.stderr, r.stderr
+
+
+# --- nothing lost -------------------------------------------------------------------------
+
+def test_a_batch_never_modifies_inputs_and_reports_failures(tmp_path, invert_model):
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    _group().save(folder / "a.jpg")
+    _text(folder)
+    _zero_bytes(folder)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    r = runner.invoke(app, ["photo", str(folder), "-o", str(tmp_path / "out"), "--model",
+                            str(invert_model)])
+    assert r.exit_code == 1 and "1 done, 0 without faces, 2 failed" in r.stderr
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    assert after == before and sorted(os.listdir(tmp_path / "out")) == ["a.jpg"]
+
+
+def test_an_unwritable_output_location_is_one_line(tmp_path, invert_model):
+    src = tmp_path / "a.jpg"
+    _group(320).save(src)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    r = _photo(src, invert_model, "-o", str(blocker / "out.jpg"))
+    assert r.exit_code == 1
+    _one_line(r, "out.jpg")
+
+
+def test_a_corrupt_model_file_is_one_line_and_exit_2(tmp_path, invert_model):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(invert_model.read_bytes()[:40])
+    src = tmp_path / "a.jpg"
+    _group(320).save(src)
+    r = _photo(src, bad)
+    assert r.exit_code == 2
+    _one_line(r, "bad.safetensors")
+
+
+# --- video --------------------------------------------------------------------------------
+
+def test_a_video_with_a_corrupt_middle(tmp_path, invert_model):
+    av = pytest.importorskip("av")
+    from .test_video import make_clip, moving_face_frames
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, moving_face_frames(40), audio=False)
+    data = bytearray(clip.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4000] = os.urandom(4000)
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    r = runner.invoke(app, ["video", str(bad), "-o", str(out), "--model", str(invert_model),
+                            "--preset", "ultrafast"])
+    assert "Traceback" not in r.output and r.exit_code in (0, 1)
+    if r.exit_code == 1:  # the damage was reported: the frames before it are kept
+        _one_line(r, "damaged.mp4")
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 10
+
+
+def test_a_file_without_a_video_stream(tmp_path, invert_model):
+    av = pytest.importorskip("av")
+    sound = tmp_path / "sound.m4a"
+    with av.open(str(sound), "w") as out:
+        s = out.add_stream("aac", rate=44100)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 44100, 0
+        for p in list(s.encode(frame)) + list(s.encode(None)):
+            out.mux(p)
+    r = runner.invoke(app, ["video", str(sound), "-o", str(tmp_path / "o.mp4"), "--model",
+                            str(invert_model)])
+    assert r.exit_code == 1
+    _one_line(r, "sound.m4a", "no video stream")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+# --- training killed at random moments ---------------------------------------------------
+
+def test_training_killed_at_random_moments_resumes_cleanly(tmp_path):
+    """SIGKILL a real training process at several moments (saving every step, so kills land
+    during saves too); every resume must load and the run must finish with one stats line per
+    step and readable generators."""
+    from .test_train import TINY_FLAGS
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    img = np.asarray(_group(320))
+    for i in range(4):
+        Image.fromarray(img[40 * i:40 * i + 40, :40]).save(a / f"{i}.png")
+        Image.fromarray(255 - img[40 * i:40 * i + 40, :40]).save(b / f"{i}.png")
+    run = tmp_path / "run"
+    steps = 40
+    base = [sys.executable, "-m", "facecomp", "train", "--out", str(run)]
+    first = base + ["--a", str(a), "--b", str(b), *TINY_FLAGS, "--epoch-size", "10",
+                    "--n-epochs", "2", "--n-epochs-decay", "2", "--save-every", "1",
+                    "--log-every", "1"]
+    rng = np.random.default_rng(7)
+
+    def logged() -> int:
+        stats = run / "stats.jsonl"
+        return len(stats.read_text().splitlines()) if stats.exists() else 0
+
+    for attempt in range(3):
+        cmd = first if not (run / "train_state.pt").exists() else base + ["--resume"]
+        before = logged()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and logged() <= before and p.poll() is None:
+            time.sleep(0.02)  # until this attempt has made progress ...
+        time.sleep(float(rng.uniform(0.0, 0.6)))  # ... then kill it anywhere, saves included
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    cmd = base + ["--resume"] if (run / "train_state.pt").exists() else first
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == list(range(1, steps + 1))
+    from facecomp.checkpoint import load_generator
+
+    for d in ("A2B", "B2A"):
+        net, info = load_generator(run / f"tiny.{d}.safetensors")
+        assert info.extra["step"] == steps
+    assert not list(run.glob(".facecomp-tmp-*"))
