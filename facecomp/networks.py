@@ -19,7 +19,14 @@ from torch import nn
 
 
 def _norm(channels: int) -> nn.Module:
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    """Instance normalisation (no affine, no running stats).
+
+    Written as GroupNorm with one group per channel: the same function (equal to
+    ``nn.InstanceNorm2d(affine=False)`` within float rounding, no parameters, so checkpoints are
+    unchanged), but PyTorch's GroupNorm has a channels_last CPU kernel, while InstanceNorm copies
+    channels_last input to contiguous and back; that copy was a fifth of the generator's time.
+    """
+    return nn.GroupNorm(channels, channels, affine=False)
 
 
 class ResnetBlock(nn.Module):

@@ -3,6 +3,7 @@ behaviour, and model files made from them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ from facecomp import networks
 from facecomp.checkpoint import ModelInfo, save_generator
 from facecomp.geometry import FACECOMP_V1
 from facecomp.io import read_image
+
+# Tests pin exact pixels, so `auto` precision must not turn into bf16 on CPUs where bf16 is
+# faster (the choice is made by a timing probe and would differ between machines). Tests of the
+# bf16 path ask for it explicitly.
+os.environ.setdefault("FACECOMP_CPU_BF16", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = ROOT.parent / "shared" / "media"

@@ -50,3 +50,13 @@ def test_alignment_of_the_sample_still_gives_the_golden_inputs(detector):
     golden = _strip("inputs.png")
     assert crops.shape == golden.shape
     assert np.abs(crops.astype(int) - golden.astype(int)).mean() < 1.0
+
+
+@pytest.mark.parametrize("direction", ["A2B", "B2A"])
+def test_bf16_translation_of_the_shipped_model_stays_within_tolerance(direction):
+    """bf16 (chosen automatically on CPUs where it is faster) against the fp32 golden outputs:
+    a mean under 1.5 levels and no pixel more than 24 levels (of 255) off."""
+    net, _ = load_generator(resolve_model(None, direction))
+    out = Translator(net, TranslateConfig(device="cpu", precision="bf16"))(_strip("inputs.png"))
+    diff = np.abs(out.astype(int) - _strip(f"{direction}.png").astype(int))
+    assert diff.mean() < 1.5 and diff.max() <= 24, (diff.mean(), diff.max())

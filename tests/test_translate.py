@@ -80,3 +80,38 @@ def test_config_and_input_validation():
             Translator(Invert(), TranslateConfig(device="cuda"))
     with pytest.raises(ValueError):
         Translator(Invert(), TranslateConfig(device="cpu"))(np.zeros((2, 8, 8), np.uint8))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_generator_norm_is_instance_norm(channels_last):
+    from facecomp.networks import _norm
+
+    x = torch.randn(3, 16, 12, 10) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref = torch.nn.InstanceNorm2d(16, affine=False)(x)
+    assert torch.allclose(_norm(16)(x), ref, atol=1e-5)
+    assert list(_norm(16).state_dict()) == []  # no parameters: checkpoints are unaffected
+
+
+def test_auto_precision_on_the_cpu_is_measured_once_and_remembered(tmp_path, monkeypatch):
+    from facecomp import translate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(translate.CPU_BF16_ENV, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    calls = []
+    monkeypatch.setattr(translate, "_measure_bf16_speedup", lambda: calls.append(1) or 1.9)
+    translate.cpu_bf16_is_faster.cache_clear()
+    try:
+        assert translate.cpu_bf16_is_faster() is True
+        assert translate.resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+        translate.cpu_bf16_is_faster.cache_clear()  # a new process: read from the cache file
+        monkeypatch.setattr(translate, "_measure_bf16_speedup", lambda: 0.5)
+        assert translate.cpu_bf16_is_faster() is True and calls == [1]
+        translate.cpu_bf16_is_faster.cache_clear()
+        monkeypatch.setenv(translate.CPU_BF16_ENV, "0")
+        assert translate.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+        assert translate.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+    finally:
+        translate.cpu_bf16_is_faster.cache_clear()
