@@ -1,0 +1,926 @@
+"""facecomp benchmarks (issue 6): how fast each stage is, as ratios measured within one run.
+
+The machine this runs on may be shared and noisy, so every headline figure is a ratio of two
+things timed in the same run (ideally interleaved), and every time is a median of repeats:
+
+``conv_peak``   the machine's own conv rate: one large 3x3 conv (N=8, 128->128 channels, 64x64,
+                channels_last) in fp32 and bf16 (CUDA: fp32, fp16, bf16). FLOPs are counted
+                once with ``torch.utils.flop_counter.FlopCounterMode``; GFLOP/s = FLOPs / median.
+``generator``   the shipped default model at its crop size: faces/s at batch 1, 8, 32 per device
+                and precision, through ``Translator`` (the product path, uint8 in and out) and as
+                the bare network forward; achieved GFLOP/s / ``conv_peak`` of the same dtype =
+                ``fraction_of_conv_peak``; how far bf16 (fp16) outputs are from fp32 in uint8
+                levels; and the reference CycleGAN generator (ResNet-9, ngf 64, 128 px) for
+                context.
+``photo``       end to end per photo, each in a fresh subprocess (so its ``ru_maxrss`` is the
+                photo's peak RSS): per-stage seconds (decode, detect, align, translate, blend,
+                encode) of a cold and a warm run, total / translate; the largest group photos of
+                ``../shared/media`` (skipped with a note when absent) and a synthetic ~24 MP photo
+                with 36 pasted faces. Also translate time one face at a time / batched.
+``video``       synthetic 720p clips (60 frames, 25 fps, H.264) with 1 and 5 slowly moving faces
+                through ``facecomp.video.translate_video``: frames/s, per-stage seconds, and wall
+                time / slowest stage (1.0 = the threads overlap perfectly).
+``training``    s/step at 128 px (ResNet-9 ngf 64, 70x70 PatchGAN, batch 1) of facecomp's own
+                ``train_step`` and of a textbook CycleGAN step written plainly below as in the
+                reference pytorch-CycleGAN-and-pix2pix code, interleaved step by step; the ratio
+                facecomp / textbook (< 1: facecomp is faster).
+
+Run::
+
+    .venv/bin/python bench/bench.py [--quick] [--out bench/results.json] [--only video,photo]
+                                    [--threads N]
+
+Progress goes to stderr, a short table to stdout, everything to the JSON file (written
+atomically). ``--quick`` shrinks every size and repeat count, for development and the smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import datetime
+import itertools
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+SHARED_MEDIA = ROOT.parent / "shared" / "media"
+#: The largest group photos of ../shared/media by face count (see its PROVENANCE.md).
+SHARED_PHOTOS = ("group_20_staff_photo_100faces.jpg", "group_17_team_celebration.png",
+                 "group_15_masked_crowd_hands.jpg")
+SECTIONS = ("conv_peak", "generator", "photo", "video", "training")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every size and count the benchmark uses; FULL and QUICK below are the two presets."""
+
+    name: str = "full"
+    repeats: int = 5  # timed samples per measurement (the median is reported)
+    warmup: int = 2
+    min_sample_s: float = 0.05  # fast calls are looped until one sample takes this long
+    conv: tuple[int, int, int] = (8, 128, 64)  # batch, channels, side of the peak conv
+    gen_size: int = 0  # 0: the default model's crop size
+    gen_batches: tuple[int, ...] = (1, 8, 32)
+    ref_size: int = 128
+    ref_ngf: int = 64
+    ref_blocks: int = 9
+    media_dir: str = str(SHARED_MEDIA)
+    shared_photos: tuple[str, ...] = SHARED_PHOTOS
+    synth_size: tuple[int, int] = (6000, 4000)
+    synth_faces: int = 36
+    video_size: tuple[int, int] = (1280, 720)
+    video_frames: int = 60
+    video_faces: tuple[int, ...] = (1, 5)
+    train_size: int = 128
+    train_ngf: int = 64
+    train_blocks: int = 9
+    train_ndf: int = 64
+    train_warmup: int = 1  # untimed steps after the first (FLOP-counting) one
+    train_steps: int = 4
+    group_heads: bool = True  # paste the faces of samples/group.jpg too (runs the detector)
+
+
+FULL = Settings()
+QUICK = Settings(name="quick", repeats=2, warmup=1, min_sample_s=0.02, conv=(2, 64, 32),
+                 gen_size=64, gen_batches=(1, 8), ref_size=64, shared_photos=SHARED_PHOTOS[:1],
+                 synth_size=(1600, 1200), synth_faces=8, video_size=(480, 272),
+                 video_frames=10, train_size=64, train_warmup=0, train_steps=2)
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and counting
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def precisions(device: str) -> list[str]:
+    """fp32 and bf16 on the CPU; fp32, fp16 and (where supported) bf16 on CUDA."""
+    if device == "cpu":
+        return ["fp32", "bf16"]
+    return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], Any], device: str, s: Settings) -> float:
+    """Median seconds per call of ``fn`` over ``s.repeats`` samples after ``s.warmup`` calls;
+    calls faster than ``s.min_sample_s`` are looped inside one sample."""
+    for _ in range(max(1, s.warmup)):
+        fn()
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    inner = max(1, math.ceil(s.min_sample_s / max(time.perf_counter() - t, 1e-9)))
+    samples = []
+    for _ in range(s.repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync(device)
+        samples.append((time.perf_counter() - t) / inner)
+    return statistics.median(samples)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call, as torch's FlopCounterMode counts them (convs and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=DTYPES[precision])
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB, from /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024.0
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test images: faces pasted from the repository's own samples
+
+
+def head_images(from_group: bool = True) -> list[np.ndarray]:
+    """Upright head-and-shoulder images: the astronaut of samples/portrait.jpg and, with
+    ``from_group``, the faces of samples/group.jpg (found with facecomp's detector, cropped with
+    a margin)."""
+    from facecomp.detect import MTCNNDetector
+    from facecomp.io import read_image
+
+    heads = [read_image(SAMPLES / "portrait.jpg").rgb[40:300, 110:340]]
+    if not from_group:
+        return heads
+    group = read_image(SAMPLES / "group.jpg").rgb
+    for face in MTCNNDetector().detect(group):
+        cx, cy = face.centre
+        r = 0.9 * face.size
+        x1, y1 = max(0, int(cx - r)), max(0, int(cy - 1.1 * r))
+        x2, y2 = min(group.shape[1], int(cx + r)), min(group.shape[0], int(cy + r))
+        heads.append(np.ascontiguousarray(group[y1:y2, x1:x2]))
+    return heads
+
+
+def face_crops(size: int, n: int) -> np.ndarray:
+    """(n, size, size, 3) uint8 face crops: the astronaut's head, mirrored and shaded."""
+    import cv2
+
+    from facecomp.io import read_image
+
+    head = read_image(SAMPLES / "portrait.jpg").rgb[40:300, 110:340]
+    head = cv2.resize(head, (size, size), interpolation=cv2.INTER_AREA)
+    out = []
+    for k in range(n):
+        img = head[:, ::-1] if k % 2 else head
+        gain = 0.8 + 0.4 * (k % 5) / 4
+        out.append(np.clip(img.astype(np.float32) * gain, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def background(width: int, height: int, seed: int, noise: int = 12) -> np.ndarray:
+    """A smooth colour gradient with a little noise (a plain wall, a sky)."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    base = 90 + 60 * x * np.array([1.0, 0.6, 0.2], np.float32) + 50 * y * \
+        np.array([0.2, 0.5, 1.0], np.float32)
+    img = np.broadcast_to(base, (height, width, 3)).astype(np.uint8)
+    if noise:
+        img = img + rng.integers(0, noise, size=img.shape, dtype=np.uint8)
+    return img
+
+
+def paste(canvas: np.ndarray, img: np.ndarray, x: int, y: int) -> None:
+    """Paste ``img`` with its top-left corner at (x, y), clipped to the canvas."""
+    h, w = img.shape[:2]
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = img[y0 - y:y1 - y, x0 - x:x1 - x]
+
+
+def make_group_photo(path: Path, size: tuple[int, int], n_faces: int, heads: list[np.ndarray],
+                     seed: int = 0) -> None:
+    """A synthetic group photo: ``n_faces`` heads at various scales, one per grid cell."""
+    import cv2
+
+    from facecomp.io import write_image
+
+    width, height = size
+    rng = np.random.default_rng(seed)
+    canvas = background(width, height, seed)
+    cols = math.ceil(math.sqrt(n_faces * width / height))
+    rows = math.ceil(n_faces / cols)
+    cw, ch = width // cols, height // rows
+    for k in range(n_faces):
+        head = heads[k % len(heads)]
+        target = rng.uniform(0.3, 0.9) * min(cw, ch)
+        scale = target / max(head.shape[:2])
+        img = cv2.resize(head, None, fx=scale, fy=scale,
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        r, c = divmod(k, cols)
+        x = c * cw + int(rng.uniform(0, max(1, cw - img.shape[1])))
+        y = r * ch + int(rng.uniform(0, max(1, ch - img.shape[0])))
+        paste(canvas, img, x, y)
+    write_image(path, canvas, quality=92, overwrite=True)
+
+
+def make_clip(path: Path, size: tuple[int, int], n_frames: int, n_faces: int,
+              heads: list[np.ndarray], fps: int = 25) -> None:
+    """An H.264 clip of ``n_faces`` heads drifting slowly over a still background."""
+    import av
+    import cv2
+
+    width, height = size
+    bg = background(width, height, seed=n_faces, noise=0)
+    side = int(height * (0.45 if n_faces == 1 else 0.26))
+    placed = []
+    for k in range(n_faces):
+        head = heads[k % len(heads)]
+        scale = side / max(head.shape[:2])
+        img = cv2.resize(head, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        x0 = int((k + 0.5) * width / n_faces - img.shape[1] / 2)
+        y0 = int(height / 2 - img.shape[0] / 2)
+        placed.append((img, x0, y0))
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "18", "preset": "ultrafast"}
+        for i in range(n_frames):
+            frame = bg.copy()
+            for k, (img, x0, y0) in enumerate(placed):
+                dx = int(round(0.6 * i * (1 if k % 2 == 0 else -1)))  # ~15 px/s
+                dy = int(round(4 * math.sin(i / 12.0 + k)))
+                paste(frame, img, x0 + dx, y0 + dy)
+            for packet in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode(None):
+            out.mux(packet)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. conv_peak
+
+
+def conv_rate(device: str, precision: str, s: Settings) -> dict[str, float]:
+    """GFLOP/s of one large 3x3 conv, channels_last, weights and input in ``precision``."""
+    n, c, side = s.conv
+    fmt = torch.channels_last
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, DTYPES[precision],
+                                                          memory_format=fmt).eval()
+    x = torch.randn(n, c, side, side, device=device, dtype=DTYPES[precision])
+    x = x.contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        flops = count_flops(lambda: conv(x))
+        seconds = median_time(lambda: conv(x), device, s)
+    return {"gflop": flops / 1e9, "seconds": seconds, "gflops_per_s": flops / seconds / 1e9}
+
+
+def conv_peak_section(s: Settings) -> dict[str, Any]:
+    n, c, side = s.conv
+    out: dict[str, Any] = {"shape": {"batch": n, "channels": c, "side": side, "kernel": 3,
+                                     "memory_format": "channels_last"}}
+    for device in devices():
+        rates = {}
+        for p in precisions(device):
+            progress(f"conv_peak: {device} {p}")
+            rates[p] = conv_rate(device, p, s)
+        for p in rates:
+            if p != "fp32":
+                rates[p]["speedup_over_fp32"] = rates[p]["gflops_per_s"] / \
+                    rates["fp32"]["gflops_per_s"]
+        out[device] = rates
+    return out
+
+
+def peak_of(peak: dict[str, Any] | None, device: str, precision: str) -> float | None:
+    try:
+        return float(peak[device][precision]["gflops_per_s"])  # type: ignore[index]
+    except (TypeError, KeyError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. generator
+
+
+def measure_network(net: nn.Module, crops: np.ndarray, device: str, precision: str, batch: int,
+                    gflop_per_face: float, peak: dict[str, Any] | None,
+                    s: Settings) -> dict[str, float]:
+    """faces/s of ``net`` on ``batch`` crops through Translator and as the bare forward."""
+    from facecomp.translate import TranslateConfig, Translator, to_tensor
+
+    translator = Translator(net, TranslateConfig(device=device, batch_size=batch,
+                                                 precision=precision))
+    x_u8 = crops[:batch]
+    t_translator = median_time(lambda: translator(x_u8), device, s)
+    x = to_tensor(x_u8, translator.device)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device, precision):
+            translator.generator(x)
+
+    t_forward = median_time(forward, device, s)
+    row = {"translator_faces_per_s": batch / t_translator,
+           "forward_faces_per_s": batch / t_forward,
+           "translator_over_forward": t_translator / t_forward,
+           "gflops_per_s": gflop_per_face * batch / t_forward}
+    conv = peak_of(peak, device, precision)
+    if conv:
+        row["fraction_of_conv_peak"] = row["gflops_per_s"] / conv
+        row["translator_fraction_of_conv_peak"] = gflop_per_face * batch / t_translator / conv
+    return row
+
+
+def gflop_per_face(net: nn.Module, size: int) -> float:
+    x = torch.zeros(1, 3, size, size)
+    net = copy.deepcopy(net).cpu().float()
+    with torch.inference_mode():
+        return count_flops(lambda: net(x)) / 1e9
+
+
+def precision_diff(net: nn.Module, crops: np.ndarray, device: str) -> dict[str, dict[str, float]]:
+    """How far each reduced precision's uint8 output is from fp32's, in levels (0..255)."""
+    from facecomp.translate import TranslateConfig, Translator
+
+    def run(p: str) -> np.ndarray:
+        cfg = TranslateConfig(device=device, batch_size=len(crops), precision=p)
+        return Translator(net, cfg)(crops).astype(np.int16)
+
+    ref = run("fp32")
+    out = {}
+    for p in precisions(device):
+        if p != "fp32":
+            d = np.abs(run(p) - ref)
+            out[p] = {"max_abs_levels": int(d.max()), "mean_abs_levels": float(d.mean()),
+                      "share_over_2_levels": float((d > 2).mean())}
+    return out
+
+
+def generator_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]:
+    from facecomp.checkpoint import load_generator, resolve_model
+    from facecomp.networks import build
+
+    path = resolve_model(None, "A2B")
+    net, info = load_generator(path)
+    size = s.gen_size or info.crop_size
+    crops = face_crops(size, max(s.gen_batches))
+    gflop = gflop_per_face(net, size)
+    out: dict[str, Any] = {
+        "model": {"name": info.name, "file": path.name, "architecture": info.architecture,
+                  "arch_args": info.arch_args, "crop_size": info.crop_size},
+        "size": size, "gflop_per_face": gflop, "results": {}, "precision_diff": {}}
+    for device in devices():
+        dev_net = copy.deepcopy(net)
+        out["results"][device] = {}
+        for p in precisions(device):
+            out["results"][device][p] = {}
+            for batch in s.gen_batches:
+                progress(f"generator: {info.name} {size}px {device} {p} batch {batch}")
+                out["results"][device][p][str(batch)] = measure_network(
+                    dev_net, crops, device, p, batch, gflop, peak, s)
+        out["precision_diff"][device] = precision_diff(dev_net, crops[:8], device)
+    out["reference"] = reference_generator(s, peak, build)
+    return out
+
+
+def reference_generator(s: Settings, peak: dict[str, Any] | None,
+                        build: Callable[..., nn.Module]) -> dict[str, Any]:
+    """The reference CycleGAN generator (ResNet-9, ngf 64) at batch 1, for context."""
+    torch.manual_seed(0)
+    args = {"ngf": s.ref_ngf, "n_blocks": s.ref_blocks}
+    net = build("resnet_generator", **args).eval()
+    gflop = gflop_per_face(net, s.ref_size)
+    crops = face_crops(s.ref_size, 1)
+    out: dict[str, Any] = {"architecture": "resnet_generator", "arch_args": args,
+                           "size": s.ref_size, "gflop_per_face": gflop, "results": {}}
+    for device in devices():
+        out["results"][device] = {}
+        for p in precisions(device):
+            progress(f"generator: reference ngf {s.ref_ngf} {s.ref_size}px {device} {p} batch 1")
+            out["results"][device][p] = {"1": measure_network(net, crops, device, p, 1, gflop,
+                                                              peak, s)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. photo
+
+
+def photo_child(path: Path, out_dir: Path) -> dict[str, Any]:
+    """Runs in a fresh process: load the default pipeline, then decode, process and encode
+    ``path`` twice (cold, warm). Returns per-stage seconds and this process's memory."""
+    from facecomp import FaceComp, PhotoConfig, read_image, write_image
+
+    t = time.perf_counter()
+    fc = FaceComp(PhotoConfig())
+    load_s = time.perf_counter() - t
+    rss_loaded, _ = rss_mb()
+    runs = []
+    for k in range(2):
+        t = time.perf_counter()
+        photo = read_image(path)
+        decode = time.perf_counter() - t
+        result = fc.process(photo.rgb)
+        t = time.perf_counter()
+        write_image(out_dir / f"out{k}{path.suffix.lower()}", result.image, photo.alpha,
+                    like=photo, overwrite=True)
+        encode = time.perf_counter() - t
+        timings = {"decode": decode, **result.timings, "encode": encode}
+        runs.append({"timings": timings, "total_s": sum(timings.values())})
+    h, w = photo.rgb.shape[:2]
+    return {"pixels": h * w, "width": w, "height": h, "faces": len(result.faces),
+            "translated": len(result.translated), "load_s": load_s,
+            "cold": runs[0], "warm": runs[1], "rss_after_load_mb": rss_loaded,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def run_photo_child(path: Path, work: Path) -> dict[str, Any]:
+    out_dir = Path(tempfile.mkdtemp(dir=work))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-photo", str(path),
+           "--child-dir", str(out_dir)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"photo child for {path.name} failed ({proc.returncode}): "
+                           f"{proc.stderr.strip()[-800:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    warm = result["warm"]
+    translate = warm["timings"].get("translate", 0.0)
+    result.update(name=path.name, process_wall_s=wall,
+                  total_over_translate=warm["total_s"] / translate if translate > 0 else None)
+    return result
+
+
+def batching(path: Path, s: Settings) -> dict[str, Any]:
+    """Translate time of all faces of ``path`` at the configured batch size and one by one."""
+    from facecomp import FaceComp, PhotoConfig, TranslateConfig, Translator, read_image
+    from facecomp.align import align_faces
+
+    fc = FaceComp(PhotoConfig())
+    rgb = read_image(path).rgb
+    crops, _ = align_faces(rgb, fc.detect(rgb), fc.align)
+    configured = fc.config.translate.batch_size
+    out: dict[str, Any] = {"photo": path.name, "faces": len(crops), "batch_size": configured}
+    if not len(crops):
+        return out
+    for device in devices():
+        progress(f"photo: batched vs one at a time, {len(crops)} faces, {device}")
+        net = copy.deepcopy(fc.translator.generator)
+        times = {}
+        for bs in (configured, 1):
+            tr = Translator(net, TranslateConfig(device=device, batch_size=bs))
+            times[bs] = median_time(lambda: tr(crops), device, dataclasses.replace(
+                s, warmup=1, repeats=max(1, min(s.repeats, 3))))
+        out[device] = {"batched_s": times[configured], "one_at_a_time_s": times[1],
+                       "one_at_a_time_over_batched": times[1] / times[configured]}
+    return out
+
+
+def photo_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str, Any]:
+    media = Path(s.media_dir)
+    paths = [media / n for n in s.shared_photos if (media / n).is_file()]
+    missing = [n for n in s.shared_photos if not (media / n).is_file()]
+    out: dict[str, Any] = {"photos": []}
+    if missing:
+        out["note"] = f"skipped, not found in {media}: {', '.join(missing)}"
+    synth = work / f"synthetic_{s.synth_size[0]}x{s.synth_size[1]}_{s.synth_faces}faces.jpg"
+    progress(f"photo: making {synth.name}")
+    make_group_photo(synth, s.synth_size, s.synth_faces, heads)
+    for path in paths + [synth]:
+        progress(f"photo: {path.name} in a fresh process")
+        out["photos"].append(run_photo_child(path, work))
+    out["synthetic_faces_pasted"] = s.synth_faces
+    most = max(out["photos"], key=lambda r: r["faces"])
+    out["batching"] = batching(next(p for p in paths + [synth] if p.name == most["name"]), s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. video
+
+
+def video_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str, Any]:
+    from facecomp import FaceComp, PhotoConfig
+    from facecomp.video import VideoConfig, translate_video
+
+    fc = FaceComp(PhotoConfig())
+    w, h = s.video_size
+    out: dict[str, Any] = {"width": w, "height": h, "frames": s.video_frames, "fps_in": 25,
+                           "config": dataclasses.asdict(VideoConfig()), "clips": []}
+    for n_faces in s.video_faces:
+        src = work / f"clip_{n_faces}faces.mp4"
+        progress(f"video: making {w}x{h} {s.video_frames} frames, {n_faces} face(s)")
+        make_clip(src, s.video_size, s.video_frames, n_faces, heads)
+        progress(f"video: translating {src.name}")
+        report = translate_video(src, work / f"clip_{n_faces}faces.out.mp4", fc, VideoConfig(),
+                                 overwrite=True)
+        slowest = max(report.timings, key=report.timings.get)
+        out["clips"].append({
+            "faces_pasted": n_faces, "frames": report.frames, "face_frames": report.face_frames,
+            "tracks": report.tracks, "wall_s": report.seconds, "fps": report.fps,
+            "timings": report.timings, "slowest_stage": slowest,
+            "wall_over_slowest_stage": report.seconds / max(report.timings[slowest], 1e-9),
+            "stage_sum_over_wall": sum(report.timings.values()) / max(report.seconds, 1e-9)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. training
+
+
+class TextbookCycleGAN:
+    """A CycleGAN training step as written in the reference pytorch-CycleGAN-and-pix2pix code
+    (models/cycle_gan_model.py): separate forward passes, LSGAN (MSE), cycle lambda 10,
+    identity 0.5 * lambda, Adam(2e-4, (0.5, 0.999)), fp32, default memory format and default
+    denormal handling. The image pools are left out (at batch 1 they only copy a tensor)."""
+
+    def __init__(self, ngf: int, n_blocks: int, ndf: int, n_layers: int, device: str,
+                 lambda_cycle: float = 10.0, lambda_identity: float = 0.5) -> None:
+        from facecomp.networks import PatchDiscriminator, ResnetGenerator
+
+        torch.manual_seed(0)
+        self.netG_A = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device)
+        self.netG_B = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).to(device)
+        self.netD_A = PatchDiscriminator(ndf=ndf, n_layers=n_layers).to(device)
+        self.netD_B = PatchDiscriminator(ndf=ndf, n_layers=n_layers).to(device)
+        for net in (self.netG_A, self.netG_B, self.netD_A, self.netD_B):
+            for m in net.modules():  # init_type 'normal', gain 0.02
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                    nn.init.constant_(m.bias, 0.0)
+        self.lambda_A = self.lambda_B = lambda_cycle
+        self.lambda_idt = lambda_identity
+        self.criterionGAN = nn.MSELoss()
+        self.criterionCycle = nn.L1Loss()
+        self.criterionIdt = nn.L1Loss()
+        self.optimizer_G = torch.optim.Adam(
+            itertools.chain(self.netG_A.parameters(), self.netG_B.parameters()),
+            lr=2e-4, betas=(0.5, 0.999))
+        self.optimizer_D = torch.optim.Adam(
+            itertools.chain(self.netD_A.parameters(), self.netD_B.parameters()),
+            lr=2e-4, betas=(0.5, 0.999))
+
+    def gan_loss(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        target = torch.tensor(1.0 if target_is_real else 0.0, device=prediction.device)
+        return self.criterionGAN(prediction, target.expand_as(prediction))
+
+    @staticmethod
+    def set_requires_grad(nets: list[nn.Module], requires_grad: bool) -> None:
+        for net in nets:
+            for param in net.parameters():
+                param.requires_grad = requires_grad
+
+    def backward_D_basic(self, netD: nn.Module, real: torch.Tensor,
+                         fake: torch.Tensor) -> torch.Tensor:
+        loss_D = (self.gan_loss(netD(real), True) + self.gan_loss(netD(fake.detach()), False))
+        loss_D = loss_D * 0.5
+        loss_D.backward()
+        return loss_D
+
+    def optimize_parameters(self, real_A: torch.Tensor, real_B: torch.Tensor) -> None:
+        # forward
+        fake_B = self.netG_A(real_A)
+        rec_A = self.netG_B(fake_B)
+        fake_A = self.netG_B(real_B)
+        rec_B = self.netG_A(fake_A)
+        # G_A and G_B
+        self.set_requires_grad([self.netD_A, self.netD_B], False)
+        self.optimizer_G.zero_grad()
+        idt_A = self.netG_A(real_B)
+        loss_idt_A = self.criterionIdt(idt_A, real_B) * self.lambda_B * self.lambda_idt
+        idt_B = self.netG_B(real_A)
+        loss_idt_B = self.criterionIdt(idt_B, real_A) * self.lambda_A * self.lambda_idt
+        loss_G_A = self.gan_loss(self.netD_A(fake_B), True)
+        loss_G_B = self.gan_loss(self.netD_B(fake_A), True)
+        loss_cycle_A = self.criterionCycle(rec_A, real_A) * self.lambda_A
+        loss_cycle_B = self.criterionCycle(rec_B, real_B) * self.lambda_B
+        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        loss_G.backward()
+        self.optimizer_G.step()
+        # D_A and D_B
+        self.set_requires_grad([self.netD_A, self.netD_B], True)
+        self.optimizer_D.zero_grad()
+        self.backward_D_basic(self.netD_A, real_B, fake_B)
+        self.backward_D_basic(self.netD_B, real_A, fake_A)
+        self.optimizer_D.step()
+
+
+def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: torch.Tensor
+                     ) -> tuple[Callable[[], None], str]:
+    """facecomp's own step (train.build_nets + train.train_step), set up as train() does:
+    the config's memory format, its precision for the device, denormals flushed on the CPU."""
+    from facecomp import train
+
+    c = train.TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
+                          n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
+                          device=device)
+    dev = torch.device(device)
+    nets = train.build_nets(c, dev)
+    pick = getattr(train, "_train_dtype", None)  # private: what train() picks for the device
+    dtype = pick(c.precision, dev) if pick else torch.float32
+    fmt = torch.channels_last if c.channels_last else torch.contiguous_format
+    a, b = real_A.contiguous(memory_format=fmt), real_B.contiguous(memory_format=fmt)
+
+    def ctx() -> contextlib.AbstractContextManager:
+        return torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step() -> None:
+        if dev.type == "cpu":
+            torch.set_flush_denormal(True)
+        train.train_step(nets, a, b, c, ctx)
+
+    return step, str(dtype).replace("torch.", "")
+
+
+def training_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    crops = face_crops(s.train_size, 2)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+    real_A, real_B = x[:1].contiguous(), x[1:].contiguous()
+    fc_step, fc_dtype = facecomp_stepper(s, device, real_A, real_B)
+    tb = TextbookCycleGAN(s.train_ngf, s.train_blocks, s.train_ndf, 3, device)
+
+    def tb_step() -> None:
+        torch.set_flush_denormal(False)  # the default
+        tb.optimize_parameters(real_A, real_B)
+
+    flops = {"facecomp": count_flops(fc_step), "textbook": count_flops(tb_step)}  # step 0
+    steps: dict[str, list[float]] = {"facecomp": [], "textbook": []}
+    total = s.train_warmup + s.train_steps
+    for k in range(total):
+        for name, fn in (("facecomp", fc_step), ("textbook", tb_step)):  # interleaved
+            progress(f"training: {s.train_size}px {device} {name} step {k + 1}/{total}")
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            if k >= s.train_warmup:
+                steps[name].append(time.perf_counter() - t)
+    torch.set_flush_denormal(False)
+    out: dict[str, Any] = {
+        "device": device, "size": s.train_size, "batch_size": 1,
+        "generator": {"ngf": s.train_ngf, "n_blocks": s.train_blocks},
+        "discriminator": {"ndf": s.train_ndf, "n_layers": 3},
+        "warmup_steps": s.train_warmup, "steps": s.train_steps,
+        "note": "a first step of each, not timed, counts FLOPs; then warm-up, then timed steps"}
+    conv = peak_of(peak, device, "fp32")
+    for name, times in steps.items():
+        sec = statistics.median(times)
+        row = {"s_per_step": sec, "it_per_s": 1.0 / sec, "step_times_s": times,
+               "gflop_per_step": flops[name] / 1e9,
+               "dtype": fc_dtype if name == "facecomp" else "float32"}
+        if conv:
+            row["fraction_of_conv_peak"] = flops[name] / 1e9 / sec / conv
+        out[name] = row
+    out["facecomp_over_textbook"] = out["facecomp"]["s_per_step"] / out["textbook"]["s_per_step"]
+    out["facecomp_over_textbook_paired"] = statistics.median(  # step k of each, side by side
+        f / t for f, t in zip(steps["facecomp"], steps["textbook"]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine facts, the whole run, output
+
+
+def cpu_flags() -> set[str]:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        return (head + ("+dirty" if dirty.strip() else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    flags = cpu_flags()
+    cuda = torch.cuda.is_available()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+        "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "cuda_available": cuda, "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "load_average_start": list(os.getloadavg()), "facecomp_commit": git_commit()}
+
+
+def run(s: Settings, sections: tuple[str, ...] = SECTIONS,
+        work: Path | None = None) -> dict[str, Any]:
+    """Run the chosen sections; a failing section is recorded as {"error": ...}."""
+    results: dict[str, Any] = {"machine": machine(), "settings": dataclasses.asdict(s)}
+    t_all = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="facecomp-bench-")))
+        heads: list[np.ndarray] = []
+        peak = None
+        for name in sections:
+            progress(f"== {name}")
+            t = time.perf_counter()
+            try:
+                if name in ("photo", "video") and not heads:
+                    heads = head_images(s.group_heads)
+                if name == "conv_peak":
+                    results[name] = peak = conv_peak_section(s)
+                elif name == "generator":
+                    results[name] = generator_section(s, peak)
+                elif name == "photo":
+                    results[name] = photo_section(s, work, heads)
+                elif name == "video":
+                    results[name] = video_section(s, work, heads)
+                elif name == "training":
+                    results[name] = training_section(s, peak)
+                results[name]["section_s"] = time.perf_counter() - t
+                results[name]["load_average_end"] = os.getloadavg()[0]
+            except Exception as e:  # one broken section does not lose the others
+                traceback.print_exc()
+                results[name] = {"error": f"{type(e).__name__}: {e}"}
+    if peak is not None and len(sections) > 1:  # how much the machine drifted meanwhile
+        progress("== conv_peak again (drift)")
+        again = conv_rate("cpu", "fp32", s)["gflops_per_s"]
+        peak["cpu"]["fp32"]["end_of_run_gflops_per_s"] = again
+        peak["cpu"]["fp32"]["end_over_start"] = again / peak["cpu"]["fp32"]["gflops_per_s"]
+    results["machine"]["load_average_end"] = list(os.getloadavg())
+    results["total_s"] = time.perf_counter() - t_all
+    return results
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _f(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """A short human summary of the results."""
+    m = r["machine"]
+    lines = [f"facecomp bench ({r['settings']['name']}) -- {m['cpu_model']}, {m['cpus_usable']} "
+             f"cpus, torch {m['torch']}, cuda {m['cuda_device'] or 'none'}, "
+             f"load {m['load_average_start'][0]:.1f}"]
+    for name in SECTIONS:
+        if name in r and "error" in r[name]:
+            lines.append(f"{name}: ERROR {r[name]['error']}")
+    cp = r.get("conv_peak", {})
+    for dev in devices():
+        if dev in cp:
+            rates = ", ".join(f"{p} {v['gflops_per_s']:.0f}" for p, v in cp[dev].items())
+            lines.append(f"conv peak {dev}: {rates} GFLOP/s")
+    g = r.get("generator", {})
+    if "results" in g:
+        lines.append(f"generator {g['model']['name']} {g['size']}px, {g['gflop_per_face']:.2f} "
+                     f"GFLOP/face -- faces/s translator (forward) [fraction of conv peak]")
+        for dev, by_p in g["results"].items():
+            for p, by_b in by_p.items():
+                cells = [f"b{b} {v['translator_faces_per_s']:.1f} ({v['forward_faces_per_s']:.1f}) "
+                         f"[{_f(v.get('fraction_of_conv_peak'))}]" for b, v in by_b.items()]
+                lines.append(f"  {dev} {p:4s} " + "  ".join(cells))
+        for dev, diffs in g["precision_diff"].items():
+            for p, d in diffs.items():
+                lines.append(f"  {dev} {p} vs fp32: max {d['max_abs_levels']} levels, "
+                             f"mean {d['mean_abs_levels']:.2f}")
+        ref = g["reference"]
+        cells = [f"{dev} {p} {v['1']['forward_faces_per_s']:.2f} faces/s "
+                 f"[{_f(v['1'].get('fraction_of_conv_peak'))}]"
+                 for dev, by_p in ref["results"].items() for p, v in by_p.items()]
+        lines.append(f"  reference ngf {ref['arch_args']['ngf']} {ref['size']}px "
+                     f"{ref['gflop_per_face']:.1f} GFLOP/face: " + ", ".join(cells))
+    ph = r.get("photo", {})
+    if "photos" in ph:
+        lines.append("photo (warm run)          MP  faces  total s  translate s  "
+                     "total/translate  peak RSS MB")
+        for p in ph["photos"]:
+            w = p["warm"]
+            lines.append(f"  {p['name'][:22]:22s} {p['pixels'] / 1e6:5.1f} {p['faces']:6d} "
+                         f"{w['total_s']:8.2f} {w['timings'].get('translate', 0):12.2f} "
+                         f"{_f(p['total_over_translate']):>16s} {p['peak_rss_mb']:12.0f}")
+        if "note" in ph:
+            lines.append(f"  note: {ph['note']}")
+        b = ph.get("batching", {})
+        for dev in devices():
+            if dev in b:
+                lines.append(f"  {b['photo'][:30]} {b['faces']} faces {dev}: one at a time / "
+                             f"batch {b['batch_size']} = {b[dev]['one_at_a_time_over_batched']:.2f}")
+    v = r.get("video", {})
+    for c in v.get("clips", []):
+        lines.append(f"video {v['width']}x{v['height']} {c['faces_pasted']} face(s): "
+                     f"{c['fps']:.2f} fps, slowest {c['slowest_stage']}, wall/slowest "
+                     f"{c['wall_over_slowest_stage']:.2f}")
+    t = r.get("training", {})
+    if "facecomp" in t:
+        lines.append(f"training {t['size']}px {t['device']}: facecomp "
+                     f"{t['facecomp']['s_per_step']:.2f} s/step, textbook "
+                     f"{t['textbook']['s_per_step']:.2f} s/step, facecomp/textbook "
+                     f"{t['facecomp_over_textbook']:.2f}")
+    lines.append(f"total {r['total_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and few repeats")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads, here and in the photo subprocesses (default: torch's)")
+    ap.add_argument("--child-photo", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-dir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child_photo is not None:
+        print(json.dumps(photo_child(args.child_photo, args.child_dir)))
+        return 0
+    sections = tuple(x.strip() for x in args.only.split(",") if x.strip()) or SECTIONS
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown sections {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if any(x in sections for x in ("generator", "training")):
+        sections += ("conv_peak",)  # the fractions of peak need it
+    sections = tuple(x for x in SECTIONS if x in sections)
+    if args.threads > 0:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by the photo subprocesses
+        torch.set_num_threads(args.threads)
+    results = run(QUICK if args.quick else FULL, sections)
+    write_results(args.out, results)
+    print(format_table(results))
+    progress(f"wrote {args.out}")
+    return 1 if any("error" in results.get(n, {}) for n in sections) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
