@@ -102,45 +102,87 @@ def face_mask(crop_size: int, template: Template, mask_scale: float = 1.0,
     return m
 
 
-def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift/scale ``translated``'s LAB channels so their mean/std inside ``mask`` match
-    ``original``'s there. Both crops are (S, S, 3) RGB uint8; mask is (S, S) bool."""
-    if mask.sum() < 16:
-        return translated
+@dataclass(frozen=True)
+class ColorTransform:
+    """A per-channel affine map in float LAB: ``lab * gain + offset`` (each (3,) float64)."""
+
+    gain: np.ndarray
+    offset: np.ndarray
+
+    def blend(self, other: "ColorTransform", weight: float) -> "ColorTransform":
+        """``weight`` of ``other`` mixed into this one (for smoothing over time)."""
+        return ColorTransform(self.gain + weight * (other.gain - self.gain),
+                              self.offset + weight * (other.offset - self.offset))
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
     # float LAB (from RGB in [0, 1]) so an unchanged face round-trips exactly
-    t = cv2.cvtColor(translated.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    o = cv2.cvtColor(original.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    tm, om = t[mask], o[mask]
+    return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def color_transform(translated: np.ndarray, original: np.ndarray,
+                    mask: np.ndarray) -> ColorTransform | None:
+    """The map giving ``translated``'s LAB channels the mean/std of ``original``'s inside
+    ``mask`` (std ratio clipped to 0.5..2); None when the mask is nearly empty. Both crops are
+    (S, S, 3) RGB uint8; mask is (S, S) bool."""
+    if mask.sum() < 16:
+        return None
+    tm, om = _lab(translated)[mask].astype(np.float64), _lab(original)[mask].astype(np.float64)
     mu_t, sd_t = tm.mean(axis=0), tm.std(axis=0) + 1e-3
     mu_o, sd_o = om.mean(axis=0), om.std(axis=0) + 1e-3
-    ratio = np.clip(sd_o / sd_t, 0.5, 2.0)
-    rgb = cv2.cvtColor((t - mu_t) * ratio + mu_o, cv2.COLOR_LAB2RGB)
+    gain = np.clip(sd_o / sd_t, 0.5, 2.0)
+    return ColorTransform(gain, mu_o - mu_t * gain)
+
+
+def apply_color(translated: np.ndarray, transform: ColorTransform) -> np.ndarray:
+    lab = _lab(translated) * transform.gain.astype(np.float32) + transform.offset.astype(np.float32)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift/scale ``translated``'s LAB channels so their mean/std inside ``mask`` match
+    ``original``'s there. Both crops are (S, S, 3) RGB uint8; mask is (S, S) bool."""
+    transform = color_transform(translated, original, mask)
+    return translated if transform is None else apply_color(translated, transform)
+
+
+def color_mask(crop_size: int, template: Template, config: BlendConfig) -> np.ndarray:
+    """Where colour statistics are taken: the solid part of the face mask, (S, S) bool."""
+    return face_mask(crop_size, template, config.mask_scale, config.feather) > 0.5
+
+
 def paste_faces(image: np.ndarray, faces: list[Face], translated: np.ndarray,
-                originals: np.ndarray, template: Template,
-                config: BlendConfig | None = None) -> tuple[np.ndarray, list[Patch]]:
+                originals: np.ndarray, template: Template, config: BlendConfig | None = None,
+                colors: list[ColorTransform | None] | None = None
+                ) -> tuple[np.ndarray, list[Patch]]:
     """Paste each translated crop back into a copy of ``image``; returns it and the patches.
 
     faces must carry ``crop_from_image``; translated and originals are (N, S, S, 3) uint8.
+    colors: with colour matching on, a given transform per face replaces the one measured on
+    the crops (video passes transforms smoothed over time).
     """
     config = config or BlendConfig()
     out = image.copy()
-    patches = [paste_face(out, face, translated[i], originals[i], template, config)
+    patches = [paste_face(out, face, translated[i], originals[i], template, config,
+                          None if colors is None else colors[i])
                for i, face in enumerate(faces)]
     return out, patches
 
 
 def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np.ndarray,
-               template: Template, config: BlendConfig) -> Patch:
+               template: Template, config: BlendConfig,
+               color: ColorTransform | None = None) -> Patch:
     """Paste one translated crop into ``out`` in place; returns where it went."""
     if face.crop_from_image is None:
         raise ValueError("the face has no crop_from_image; align it first")
     size = translated.shape[0]
     mask_crop = face_mask(size, template, config.mask_scale, config.feather)
     if config.color_match:
-        translated = match_color(translated, original, mask_crop > 0.5)
+        if color is None:
+            color = color_transform(translated, original, mask_crop > 0.5)
+        if color is not None:
+            translated = apply_color(translated, color)
     image_from_crop = invert_affine(face.crop_from_image)
 
     # The region the mask covers, padded (it may reach past the image: a "virtual" region).

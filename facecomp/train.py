@@ -499,9 +499,11 @@ def train(config: TrainConfig, *, resume: bool = False, overrides: set[str] | No
     step, epoch, done_in_epoch = 0, 0, 0
     if state is not None:
         step, epoch, done_in_epoch = _restore(n, state, device)
-        if rank == 0:
-            _trim_stats(run / STATS_FILE, step)
-            remove_stale_temporaries(run)  # files being written when the run was killed
+    if rank == 0:
+        # Lines logged after the checkpoint we start from (all of them when a killed run never
+        # reached its first checkpoint and starts afresh) and files it was writing.
+        _trim_stats(run / STATS_FILE, step)
+        remove_stale_temporaries(run)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -15,6 +15,7 @@ metadata gets upright pixels and no rotation flag, so it displays the same.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .align import align_faces
-from .blend import paste_faces
+from .blend import ColorTransform, color_mask, color_transform, paste_faces
 from .errors import ConfigError, InputError, OutputError
 from .io import atomic_path
 from .pipeline import FaceComp
@@ -41,7 +42,8 @@ _END = object()
 class VideoConfig:
     """detect_every: run the detector every K frames (tracks carry faces in between);
     start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
-    crops share generator batches; queue_size: frames buffered between threads."""
+    crops share generator batches; queue_size: frames buffered between threads;
+    color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off)."""
 
     detect_every: int = 1
     start: float = 0.0
@@ -50,6 +52,7 @@ class VideoConfig:
     preset: str = "medium"
     batch_frames: int = 8
     queue_size: int = 16
+    color_smoothing: float = 0.3
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
@@ -62,6 +65,40 @@ class VideoConfig:
             raise ConfigError(f"--crf must be within 0..51, got {self.crf}")
         if self.batch_frames < 1 or self.queue_size < 1:
             raise ConfigError("batch_frames and queue_size must be at least 1")
+        if self.color_smoothing < 0:
+            raise ConfigError(f"color smoothing must be >= 0 s, got {self.color_smoothing}")
+
+
+class ColorSmoother:
+    """Smooths each track's colour-match transform over time, so colour does not flicker.
+
+    Matching a face's colour frame by frame follows every wobble of the per-frame statistics
+    (the mask sliding over hair or background, expressions, codec noise); an exponential moving
+    average with time constant ``tau`` seconds keeps the slow changes (lighting) and drops the
+    flicker. ``tau`` 0 passes transforms through.
+    """
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self._state: dict[int, tuple[ColorTransform, float]] = {}
+
+    def __call__(self, track_id: int, transform: ColorTransform | None,
+                 t: float) -> ColorTransform | None:
+        if self.tau <= 0:
+            return transform
+        prev = self._state.get(track_id)
+        if transform is None:
+            return prev[0] if prev is not None else None
+        if prev is not None:
+            dt = max(t - prev[1], 0.0)
+            transform = prev[0].blend(transform, 1.0 - math.exp(-dt / self.tau))
+        self._state[track_id] = (transform, t)
+        return transform
+
+    def keep_only(self, track_ids: set[int]) -> None:
+        """Forget tracks that ended."""
+        for k in [k for k in self._state if k not in track_ids]:
+            del self._state[k]
 
 
 @dataclass
@@ -217,9 +254,10 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
     for th in threads:
         th.start()
     tracker = Tracker(c.track)
+    smoother = ColorSmoother(c.color_smoothing)
     ids: set[int] = set()
     try:
-        batch: list[tuple[_Frame, list]] = []
+        batch: list[tuple[_Frame, list, list[int]]] = []
         pending_audio: list = []
         index = 0
         while True:
@@ -235,16 +273,17 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
             else:
                 tracks = tracker.tracks
             timings["detect"] += time.perf_counter() - t
-            faces = [tr.face for tr in tracks if tr.face.size >= pipeline.config.min_face]
+            live = [tr for tr in tracks if tr.face.size >= pipeline.config.min_face]
             ids.update(tr.id for tr in tracks)
-            batch.append((item, faces))
+            batch.append((item, [tr.face for tr in live], [tr.id for tr in live]))
             index += 1
             if len(batch) >= c.batch_frames:
-                _flush(batch, pipeline, timings, report, q_out, put, pending_audio)
+                _flush(batch, pipeline, smoother, timings, report, q_out, put, pending_audio)
+                smoother.keep_only({tr.id for tr in tracker.tracks})
                 batch, pending_audio = [], []
                 if on_progress is not None:
                     on_progress(report.frames, total)
-        _flush(batch, pipeline, timings, report, q_out, put, pending_audio)
+        _flush(batch, pipeline, smoother, timings, report, q_out, put, pending_audio)
         if on_progress is not None:
             on_progress(report.frames, total)
     except BaseException:
@@ -262,15 +301,15 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
     report.timings = timings
 
 
-def _flush(batch, pipeline: FaceComp, timings, report: VideoReport, q_out, put,
-           pending_audio) -> None:
+def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: VideoReport,
+           q_out, put, pending_audio) -> None:
     """Align, translate (one generator call for the whole batch), blend and send on."""
     if not batch:
         for packet in pending_audio:
             put(q_out, packet)
         return
     t = time.perf_counter()
-    aligned = [align_faces(frame.rgb, faces, pipeline.align) for frame, faces in batch]
+    aligned = [align_faces(frame.rgb, faces, pipeline.align) for frame, faces, _ in batch]
     timings["align"] += time.perf_counter() - t
     crops = [a[0] for a in aligned if len(a[0])]
     t = time.perf_counter()
@@ -278,12 +317,19 @@ def _flush(batch, pipeline: FaceComp, timings, report: VideoReport, q_out, put,
     timings["translate"] += time.perf_counter() - t
     t = time.perf_counter()
     start = 0
-    for (frame, _), (frame_crops, frame_faces) in zip(batch, aligned):
+    blend = pipeline.config.blend
+    for (frame, _, track_ids), (frame_crops, frame_faces) in zip(batch, aligned):
         n = len(frame_crops)
         rgb = frame.rgb
         if n:
-            rgb, _ = paste_faces(frame.rgb, frame_faces, translated[start:start + n],
-                                 frame_crops, pipeline.align.template, pipeline.config.blend)
+            out = translated[start:start + n]
+            colors = None
+            if blend.color_match:
+                where = color_mask(out.shape[1], pipeline.align.template, blend)
+                colors = [smoother(tid, color_transform(out[k], frame_crops[k], where), frame.time)
+                          for k, tid in enumerate(track_ids)]
+            rgb, _ = paste_faces(frame.rgb, frame_faces, out, frame_crops,
+                                 pipeline.align.template, blend, colors)
         start += n
         report.face_frames += n
         report.frames += 1

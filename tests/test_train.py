@@ -127,6 +127,17 @@ def test_resume_after_a_crash_trims_stats_and_continues(domains, tmp_path):
     assert not list(run.glob(".facecomp-tmp-*"))  # the killed run's temporary file is swept
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh_cleanly(domains, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.jsonl").write_text(json.dumps({"step": 1, "G": 1.0}) + "\n")  # no state saved
+    (run / ".facecomp-tmp-deadbeef.pt").write_bytes(b"half a checkpoint")
+    train(tiny(domains, run, max_steps=2))
+    steps = [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert not list(run.glob(".facecomp-tmp-*"))
+
+
 def test_progressive_sizes_carry_the_weights(domains, tmp_path):
     run = tmp_path / "run"
     c = tiny(domains, run, schedule="32:1,48:2", sample_every=3)

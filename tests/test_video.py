@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 av = pytest.importorskip("av")
 
@@ -155,6 +156,58 @@ def test_smoothing_steadies_a_jittery_still_face_at_least_3x(tmp_path, detector)
         moves[name] = np.linalg.norm(np.diff(c[5:], axis=0), axis=1).mean()
     print("pasted-face motion per frame (px):", moves)
     assert moves["raw"] >= 3 * moves["smooth"], moves
+
+
+class FlickerTop(torch.nn.Module):
+    """Brightens the top half of each crop by a random amount per call, leaves the rest: per-frame
+    colour matching then shifts the whole face to compensate, so the untouched half flickers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+        self.rng = torch.Generator().manual_seed(0)
+
+    def forward(self, x):
+        y = x.clone()
+        h = x.shape[2] // 2
+        y[:, :, :h] += 0.6 * torch.rand(x.shape[0], 1, 1, 1, generator=self.rng) - 0.3
+        return y.clamp(-1, 1) * self.scale
+
+
+def test_color_smoothing_stops_colour_flicker_at_least_3x(tmp_path, detector):
+    still = moving_face_frames(1)[0]
+    clip = tmp_path / "still.mp4"
+    make_clip(clip, [still] * 30, audio=False)
+    x1, y1, x2, y2 = (round(v) for v in detector.detect(still)[0].box)
+    lower = (slice((y1 + y2) // 2, y2), slice(x1, x2))  # the half the generator leaves alone
+    flicker = {}
+    for name, tau in (("smooth", VideoConfig().color_smoothing), ("raw", 0.0)):
+        fc = FaceComp(PhotoConfig(), generator=FlickerTop(), info=make_info("test_invert"),
+                      detector=detector)
+        out = tmp_path / f"{name}.mp4"
+        translate_video(clip, out, fc, VideoConfig(preset="ultrafast", crf=12,
+                                                   color_smoothing=tau))
+        level = np.array([f[lower].astype(float).mean() for f in frames_of(out)])
+        flicker[name] = np.abs(np.diff(level[5:])).mean()
+    print("mean colour change per frame of the untouched half (levels):", flicker)
+    assert flicker["raw"] > 0.5  # the test generator does make per-frame matching flicker
+    assert flicker["raw"] >= 3 * flicker["smooth"], flicker
+
+
+def test_color_smoother_follows_slow_changes_and_forgets_ended_tracks():
+    from facecomp.blend import ColorTransform
+    from facecomp.video import ColorSmoother
+
+    sm = ColorSmoother(0.3)
+    ct = ColorTransform(np.ones(3), np.full(3, 10.0))
+    assert sm(1, ct, 0.0) is ct and sm(1, None, 0.04).offset[0] == 10.0
+    for k in range(1, 100):  # a step change is followed within a few time constants
+        last = sm(1, ColorTransform(np.ones(3), np.full(3, 20.0)), k * 0.04)
+    assert abs(last.offset[0] - 20.0) < 0.01
+    assert sm(2, None, 0.0) is None
+    sm.keep_only({2})
+    assert sm(1, ct, 5.0) is ct  # track 1 ended: a new track with that id starts afresh
+    assert ColorSmoother(0)(1, ct, 0.0) is ct
 
 
 def test_an_exception_mid_way_leaves_no_file(clip, tmp_path, invert_pipeline):
