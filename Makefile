@@ -4,12 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo model model-placeholder golden clean
+.PHONY: help setup test demo bench model model-placeholder golden clean
 
 help:
 	@echo "make setup   create $(VENV) and install facecomp into it (with test tools)"
 	@echo "make demo    run facecomp on samples/group.jpg with the shipped default model"
 	@echo "make test    run the test suite (CPU, a few minutes)"
+	@echo "make bench   benchmark every stage into bench/results.json (~10 min on 2 CPU cores)"
 	@echo "make model   prepare UTKFace and train the age model (long; re-run to resume)"
 
 setup: $(STAMP)
@@ -26,6 +27,10 @@ demo: setup
 	$(VENV)/bin/facecomp photo samples/group.jpg -o demo-out/group.facecomp.jpg --overwrite --debug
 	$(PY) scripts/before_after.py samples/group.jpg demo-out/group.facecomp.jpg demo-out/before_after.jpg
 	@echo "demo: see demo-out/group.facecomp.jpg, its .debug.jpg and demo-out/before_after.jpg"
+
+# Speed of every stage, as ratios measured within one run; see bench/README.md.
+bench: setup
+	$(PY) bench/bench.py --out bench/results.json
 
 # Train the default young <-> old model from UTKFace (hours on a CPU; re-run to resume).
 model: setup

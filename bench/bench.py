@@ -1,20 +1,23 @@
 """facecomp benchmarks (issue 6): how fast each stage is, as ratios measured within one run.
 
 The machine this runs on may be shared and noisy, so every headline figure is a ratio of two
-things timed in the same run (ideally interleaved), and every time is a median of repeats:
+things timed in the same run, their samples taken in turn (a, b, a, b, ...), and every time is a
+median of repeats:
 
 ``conv_peak``   the machine's own conv rate: one large 3x3 conv (N=8, 128->128 channels, 64x64,
                 channels_last) in fp32 and bf16 (CUDA: fp32, fp16, bf16). FLOPs are counted
                 once with ``torch.utils.flop_counter.FlopCounterMode``; GFLOP/s = FLOPs / median.
+                Timed again at the end of the run: ``end_over_start`` shows the drift.
 ``generator``   the shipped default model at its crop size: faces/s at batch 1, 8, 32 per device
                 and precision, through ``Translator`` (the product path, uint8 in and out) and as
-                the bare network forward; achieved GFLOP/s / ``conv_peak`` of the same dtype =
-                ``fraction_of_conv_peak``; how far bf16 (fp16) outputs are from fp32 in uint8
-                levels; and the reference CycleGAN generator (ResNet-9, ngf 64, 128 px) for
-                context.
-``photo``       end to end per photo, each in a fresh subprocess (so its ``ru_maxrss`` is the
-                photo's peak RSS): per-stage seconds (decode, detect, align, translate, blend,
-                encode) of a cold and a warm run, total / translate; the largest group photos of
+                the bare network forward; achieved GFLOP/s / the peak conv's GFLOP/s in the same
+                dtype, sampled in turn with it = ``fraction_of_conv_peak``; how far bf16 (fp16)
+                outputs are from fp32 in uint8 levels; and the reference CycleGAN generator
+                (ResNet-9, ngf 64, 128 px) for context. On the CPU also torch's threads vs 1
+                thread, which tells whether the machine is busy (see ``thread_scaling``).
+``photo``       end to end per photo, each in a fresh subprocess (so its peak RSS, VmHWM, is the
+                photo's): per-stage seconds (decode, detect, align, translate, blend, encode) of
+                a cold and a warm run, total / translate; the largest group photos of
                 ``../shared/media`` (skipped with a note when absent) and a synthetic ~24 MP photo
                 with 36 pasted faces. Also translate time one face at a time / batched.
 ``video``       synthetic 720p clips (60 frames, 25 fps, H.264) with 1 and 5 slowly moving faces
@@ -132,24 +135,40 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], Any], device: str, s: Settings) -> float:
-    """Median seconds per call of ``fn`` over ``s.repeats`` samples after ``s.warmup`` calls;
-    calls faster than ``s.min_sample_s`` are looped inside one sample."""
-    for _ in range(max(1, s.warmup)):
-        fn()
-    sync(device)
-    t = time.perf_counter()
-    fn()
-    sync(device)
-    inner = max(1, math.ceil(s.min_sample_s / max(time.perf_counter() - t, 1e-9)))
-    samples = []
-    for _ in range(s.repeats):
-        t = time.perf_counter()
-        for _ in range(inner):
+def interleaved(fns: dict[str, Callable[[], Any]], device: str,
+                s: Settings) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``s.repeats`` samples taken in turn (a, b, a, b, ...)
+    after ``s.warmup`` calls, so a slow spell of a shared machine hits them all alike. Calls
+    faster than ``s.min_sample_s`` are looped inside one sample."""
+    inner = {}
+    for name, fn in fns.items():
+        for _ in range(max(1, s.warmup)):
             fn()
         sync(device)
-        samples.append((time.perf_counter() - t) / inner)
-    return statistics.median(samples)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        inner[name] = max(1, math.ceil(s.min_sample_s / max(time.perf_counter() - t, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(s.repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            sync(device)
+            samples[name].append((time.perf_counter() - t) / inner[name])
+    return samples
+
+
+def median_time(fn: Callable[[], Any], device: str, s: Settings) -> float:
+    """Median seconds per call of ``fn`` (see :func:`interleaved`)."""
+    return statistics.median(interleaved({"fn": fn}, device, s)["fn"])
+
+
+def paired_rate_ratio(flops: float, times: list[float], ref_flops: float,
+                      ref_times: list[float]) -> float:
+    """Median over interleaved samples of (flops / time) / (ref_flops / ref_time)."""
+    return statistics.median((flops / t) / (ref_flops / r) for t, r in zip(times, ref_times))
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -168,7 +187,9 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
 
 
 def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB, from /proc/self/status."""
+    """(current, peak) resident set size of this process in MB, from /proc/self/status (VmRSS,
+    VmHWM). Unlike ``ru_maxrss``, which Linux carries over ``execve`` from the parent, VmHWM
+    belongs to this process image alone."""
     fields = {}
     with open("/proc/self/status") as f:
         for line in f:
@@ -303,42 +324,59 @@ def make_clip(path: Path, size: tuple[int, int], n_frames: int, n_faces: int,
 # 1. conv_peak
 
 
-def conv_rate(device: str, precision: str, s: Settings) -> dict[str, float]:
-    """GFLOP/s of one large 3x3 conv, channels_last, weights and input in ``precision``."""
+@dataclass(frozen=True)
+class ConvProbe:
+    """The peak-rate conv, ready to call: ``fn()`` runs it once; ``flops`` per call."""
+
+    fn: Callable[[], Any]
+    flops: int
+
+
+def conv_probe(device: str, precision: str, s: Settings) -> ConvProbe:
+    """One large 3x3 conv, channels_last, weights and input in ``precision`` (no autocast)."""
     n, c, side = s.conv
     fmt = torch.channels_last
     conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, DTYPES[precision],
                                                           memory_format=fmt).eval()
     x = torch.randn(n, c, side, side, device=device, dtype=DTYPES[precision])
     x = x.contiguous(memory_format=fmt)
+
+    def fn() -> None:
+        with torch.inference_mode():
+            conv(x)
+
     with torch.inference_mode():
         flops = count_flops(lambda: conv(x))
-        seconds = median_time(lambda: conv(x), device, s)
-    return {"gflop": flops / 1e9, "seconds": seconds, "gflops_per_s": flops / seconds / 1e9}
+    return ConvProbe(fn, flops)
+
+
+def conv_rate(device: str, precision: str, s: Settings) -> dict[str, float]:
+    """GFLOP/s of the peak-rate conv (median of repeats)."""
+    probe = conv_probe(device, precision, s)
+    seconds = median_time(probe.fn, device, s)
+    return {"gflop": probe.flops / 1e9, "seconds": seconds,
+            "gflops_per_s": probe.flops / seconds / 1e9}
 
 
 def conv_peak_section(s: Settings) -> dict[str, Any]:
+    """The peak conv's GFLOP/s per device and dtype, the dtypes' samples interleaved."""
     n, c, side = s.conv
     out: dict[str, Any] = {"shape": {"batch": n, "channels": c, "side": side, "kernel": 3,
                                      "memory_format": "channels_last"}}
     for device in devices():
-        rates = {}
-        for p in precisions(device):
-            progress(f"conv_peak: {device} {p}")
-            rates[p] = conv_rate(device, p, s)
-        for p in rates:
+        progress(f"conv_peak: {device} {', '.join(precisions(device))}")
+        probes = {p: conv_probe(device, p, s) for p in precisions(device)}
+        times = interleaved({p: probe.fn for p, probe in probes.items()}, device, s)
+        rates: dict[str, dict[str, float]] = {}
+        for p, probe in probes.items():
+            sec = statistics.median(times[p])
+            rates[p] = {"gflop": probe.flops / 1e9, "seconds": sec,
+                        "gflops_per_s": probe.flops / sec / 1e9}
             if p != "fp32":
-                rates[p]["speedup_over_fp32"] = rates[p]["gflops_per_s"] / \
-                    rates["fp32"]["gflops_per_s"]
+                rates[p]["speedup_over_fp32"] = paired_rate_ratio(
+                    probe.flops, times[p], probes["fp32"].flops, times["fp32"])
         out[device] = rates
     return out
-
-
-def peak_of(peak: dict[str, Any] | None, device: str, precision: str) -> float | None:
-    try:
-        return float(peak[device][precision]["gflops_per_s"])  # type: ignore[index]
-    except (TypeError, KeyError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,31 +384,38 @@ def peak_of(peak: dict[str, Any] | None, device: str, precision: str) -> float |
 
 
 def measure_network(net: nn.Module, crops: np.ndarray, device: str, precision: str, batch: int,
-                    gflop_per_face: float, peak: dict[str, Any] | None,
-                    s: Settings) -> dict[str, float]:
-    """faces/s of ``net`` on ``batch`` crops through Translator and as the bare forward."""
+                    gflop_per_face: float, probe: ConvProbe, s: Settings) -> dict[str, float]:
+    """faces/s of ``net`` on ``batch`` crops through Translator and as the bare forward, each
+    sample interleaved with one of the peak conv in the same dtype."""
     from facecomp.translate import TranslateConfig, Translator, to_tensor
 
     translator = Translator(net, TranslateConfig(device=device, batch_size=batch,
                                                  precision=precision))
     x_u8 = crops[:batch]
-    t_translator = median_time(lambda: translator(x_u8), device, s)
+    # The bare forward runs the network as the Translator holds it: weights already in the
+    # reduced dtype (then the input is cast) or fp32 weights under autocast.
     x = to_tensor(x_u8, translator.device)
+    weights = next(translator.generator.parameters()).dtype
+    cast = weights != torch.float32
+    x = x.to(weights) if cast else x
 
     def forward() -> None:
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode(), autocast(device, "fp32" if cast else precision):
             translator.generator(x)
 
-    t_forward = median_time(forward, device, s)
-    row = {"translator_faces_per_s": batch / t_translator,
-           "forward_faces_per_s": batch / t_forward,
-           "translator_over_forward": t_translator / t_forward,
-           "gflops_per_s": gflop_per_face * batch / t_forward}
-    conv = peak_of(peak, device, precision)
-    if conv:
-        row["fraction_of_conv_peak"] = row["gflops_per_s"] / conv
-        row["translator_fraction_of_conv_peak"] = gflop_per_face * batch / t_translator / conv
-    return row
+    t = interleaved({"conv": probe.fn, "translator": lambda: translator(x_u8),
+                     "forward": forward}, device, s)
+    t_translator, t_forward = statistics.median(t["translator"]), statistics.median(t["forward"])
+    flops = gflop_per_face * batch * 1e9
+    return {"translator_faces_per_s": batch / t_translator,
+            "forward_faces_per_s": batch / t_forward,
+            "translator_over_forward": t_translator / t_forward,
+            "gflops_per_s": flops / t_forward / 1e9,
+            "conv_peak_gflops_per_s": probe.flops / statistics.median(t["conv"]) / 1e9,
+            "fraction_of_conv_peak": paired_rate_ratio(flops, t["forward"], probe.flops,
+                                                       t["conv"]),
+            "translator_fraction_of_conv_peak": paired_rate_ratio(
+                flops, t["translator"], probe.flops, t["conv"])}
 
 
 def gflop_per_face(net: nn.Module, size: int) -> float:
@@ -398,7 +443,7 @@ def precision_diff(net: nn.Module, crops: np.ndarray, device: str) -> dict[str, 
     return out
 
 
-def generator_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]:
+def generator_section(s: Settings) -> dict[str, Any]:
     from facecomp.checkpoint import load_generator, resolve_model
     from facecomp.networks import build
 
@@ -416,17 +461,47 @@ def generator_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any
         out["results"][device] = {}
         for p in precisions(device):
             out["results"][device][p] = {}
+            probe = conv_probe(device, p, s)
             for batch in s.gen_batches:
                 progress(f"generator: {info.name} {size}px {device} {p} batch {batch}")
                 out["results"][device][p][str(batch)] = measure_network(
-                    dev_net, crops, device, p, batch, gflop, peak, s)
+                    dev_net, crops, device, p, batch, gflop, probe, s)
         out["precision_diff"][device] = precision_diff(dev_net, crops[:8], device)
-    out["reference"] = reference_generator(s, peak, build)
+    if torch.get_num_threads() > 1:
+        out["threads"] = thread_scaling(copy.deepcopy(net), crops, s)
+    out["reference"] = reference_generator(s, build)
     return out
 
 
-def reference_generator(s: Settings, peak: dict[str, Any] | None,
-                        build: Callable[..., nn.Module]) -> dict[str, Any]:
+def thread_scaling(net: nn.Module, crops: np.ndarray, s: Settings) -> dict[str, Any]:
+    """Translator fp32 faces/s on the CPU with torch's threads and with 1 thread, samples in
+    turn, at the smallest and largest batch. On an idle machine more threads are faster; on a
+    busy one every parallel region (each op) can wait for a thread that is not running."""
+    from facecomp.translate import TranslateConfig, Translator
+
+    n = torch.get_num_threads()
+    out: dict[str, Any] = {"torch_threads": n}
+    for batch in sorted({min(s.gen_batches), max(s.gen_batches)}):
+        progress(f"generator: {n} threads vs 1, batch {batch}")
+        tr = Translator(net, TranslateConfig(device="cpu", batch_size=batch, precision="fp32"))
+        x_u8 = crops[:batch]
+
+        def one_thread() -> None:
+            torch.set_num_threads(1)
+            try:
+                tr(x_u8)
+            finally:
+                torch.set_num_threads(n)
+
+        t = interleaved({"n": lambda: tr(x_u8), "1": one_thread}, "cpu", s)
+        out[str(batch)] = {
+            "faces_per_s": batch / statistics.median(t["n"]),
+            "faces_per_s_1_thread": batch / statistics.median(t["1"]),
+            "speedup_over_1_thread": statistics.median(b / a for a, b in zip(t["n"], t["1"]))}
+    return out
+
+
+def reference_generator(s: Settings, build: Callable[..., nn.Module]) -> dict[str, Any]:
     """The reference CycleGAN generator (ResNet-9, ngf 64) at batch 1, for context."""
     torch.manual_seed(0)
     args = {"ngf": s.ref_ngf, "n_blocks": s.ref_blocks}
@@ -439,8 +514,8 @@ def reference_generator(s: Settings, peak: dict[str, Any] | None,
         out["results"][device] = {}
         for p in precisions(device):
             progress(f"generator: reference ngf {s.ref_ngf} {s.ref_size}px {device} {p} batch 1")
-            out["results"][device][p] = {"1": measure_network(net, crops, device, p, 1, gflop,
-                                                              peak, s)}
+            out["results"][device][p] = {"1": measure_network(
+                net, crops, device, p, 1, gflop, conv_probe(device, p, s), s)}
     return out
 
 
@@ -471,9 +546,12 @@ def photo_child(path: Path, out_dir: Path) -> dict[str, Any]:
         runs.append({"timings": timings, "total_s": sum(timings.values())})
     h, w = photo.rgb.shape[:2]
     return {"pixels": h * w, "width": w, "height": h, "faces": len(result.faces),
+            "device": str(fc.translator.device), "dtype": str(fc.translator.dtype),
             "translated": len(result.translated), "load_s": load_s,
             "cold": runs[0], "warm": runs[1], "rss_after_load_mb": rss_loaded,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+            "peak_rss_mb": rss_mb()[1],
+            # Linux carries ru_maxrss over execve, so this is at least the parent's peak
+            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 def run_photo_child(path: Path, work: Path) -> dict[str, Any]:
@@ -571,11 +649,24 @@ def video_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str,
 # 5. training
 
 
+def instance_norm(net: nn.Module) -> nn.Module:
+    """Use ``nn.InstanceNorm2d`` as the reference code does, wherever facecomp's networks write
+    instance normalisation another way (GroupNorm with one group per channel: same function)."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.GroupNorm) and child.num_groups == child.num_channels \
+                and not child.affine:
+            setattr(net, name, nn.InstanceNorm2d(child.num_channels, eps=child.eps))
+        else:
+            instance_norm(child)
+    return net
+
+
 class TextbookCycleGAN:
     """A CycleGAN training step as written in the reference pytorch-CycleGAN-and-pix2pix code
     (models/cycle_gan_model.py): separate forward passes, LSGAN (MSE), cycle lambda 10,
-    identity 0.5 * lambda, Adam(2e-4, (0.5, 0.999)), fp32, default memory format and default
-    denormal handling. The image pools are left out (at batch 1 they only copy a tensor)."""
+    identity 0.5 * lambda, Adam(2e-4, (0.5, 0.999)), fp32, ``nn.InstanceNorm2d``, default memory
+    format and default denormal handling. The networks are facecomp's (the same architectures).
+    The image pools are left out (at batch 1 they only copy a tensor)."""
 
     def __init__(self, ngf: int, n_blocks: int, ndf: int, n_layers: int, device: str,
                  lambda_cycle: float = 10.0, lambda_identity: float = 0.5) -> None:
@@ -587,6 +678,7 @@ class TextbookCycleGAN:
         self.netD_A = PatchDiscriminator(ndf=ndf, n_layers=n_layers).to(device)
         self.netD_B = PatchDiscriminator(ndf=ndf, n_layers=n_layers).to(device)
         for net in (self.netG_A, self.netG_B, self.netD_A, self.netD_B):
+            instance_norm(net)
             for m in net.modules():  # init_type 'normal', gain 0.02
                 if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                     nn.init.normal_(m.weight, 0.0, 0.02)
@@ -675,7 +767,7 @@ def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: tor
     return step, str(dtype).replace("torch.", "")
 
 
-def training_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]:
+def training_section(s: Settings) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     crops = face_crops(s.train_size, 2)
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
@@ -688,16 +780,21 @@ def training_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]
         tb.optimize_parameters(real_A, real_B)
 
     flops = {"facecomp": count_flops(fc_step), "textbook": count_flops(tb_step)}  # step 0
-    steps: dict[str, list[float]] = {"facecomp": [], "textbook": []}
+    probe = conv_probe(device, "fp32", s)
+    probe_s = dataclasses.replace(s, repeats=1)
+    steps: dict[str, list[float]] = {"facecomp": [], "textbook": [], "conv": []}
     total = s.train_warmup + s.train_steps
-    for k in range(total):
-        for name, fn in (("facecomp", fc_step), ("textbook", tb_step)):  # interleaved
+    for k in range(total):  # interleaved: conv sample, facecomp step, textbook step, ...
+        conv_s = median_time(probe.fn, device, probe_s)
+        for name, fn in (("facecomp", fc_step), ("textbook", tb_step)):
             progress(f"training: {s.train_size}px {device} {name} step {k + 1}/{total}")
             t = time.perf_counter()
             fn()
             sync(device)
             if k >= s.train_warmup:
                 steps[name].append(time.perf_counter() - t)
+        if k >= s.train_warmup:
+            steps["conv"].append(conv_s)
     torch.set_flush_denormal(False)
     out: dict[str, Any] = {
         "device": device, "size": s.train_size, "batch_size": 1,
@@ -705,15 +802,15 @@ def training_section(s: Settings, peak: dict[str, Any] | None) -> dict[str, Any]
         "discriminator": {"ndf": s.train_ndf, "n_layers": 3},
         "warmup_steps": s.train_warmup, "steps": s.train_steps,
         "note": "a first step of each, not timed, counts FLOPs; then warm-up, then timed steps"}
-    conv = peak_of(peak, device, "fp32")
+    conv = steps.pop("conv")
+    out["conv_peak_fp32_gflops_per_s"] = probe.flops / statistics.median(conv) / 1e9
     for name, times in steps.items():
         sec = statistics.median(times)
-        row = {"s_per_step": sec, "it_per_s": 1.0 / sec, "step_times_s": times,
-               "gflop_per_step": flops[name] / 1e9,
-               "dtype": fc_dtype if name == "facecomp" else "float32"}
-        if conv:
-            row["fraction_of_conv_peak"] = flops[name] / 1e9 / sec / conv
-        out[name] = row
+        out[name] = {"s_per_step": sec, "it_per_s": 1.0 / sec, "step_times_s": times,
+                     "gflop_per_step": flops[name] / 1e9,
+                     "dtype": fc_dtype if name == "facecomp" else "float32",
+                     "fraction_of_conv_peak": paired_rate_ratio(flops[name], times, probe.flops,
+                                                                conv)}
     out["facecomp_over_textbook"] = out["facecomp"]["s_per_step"] / out["textbook"]["s_per_step"]
     out["facecomp_over_textbook_paired"] = statistics.median(  # step k of each, side by side
         f / t for f, t in zip(steps["facecomp"], steps["textbook"]))
@@ -785,13 +882,13 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS,
                 if name == "conv_peak":
                     results[name] = peak = conv_peak_section(s)
                 elif name == "generator":
-                    results[name] = generator_section(s, peak)
+                    results[name] = generator_section(s)
                 elif name == "photo":
                     results[name] = photo_section(s, work, heads)
                 elif name == "video":
                     results[name] = video_section(s, work, heads)
                 elif name == "training":
-                    results[name] = training_section(s, peak)
+                    results[name] = training_section(s)
                 results[name]["section_s"] = time.perf_counter() - t
                 results[name]["load_average_end"] = os.getloadavg()[0]
             except Exception as e:  # one broken section does not lose the others
@@ -840,8 +937,12 @@ def format_table(r: dict[str, Any]) -> str:
     cp = r.get("conv_peak", {})
     for dev in devices():
         if dev in cp:
-            rates = ", ".join(f"{p} {v['gflops_per_s']:.0f}" for p, v in cp[dev].items())
-            lines.append(f"conv peak {dev}: {rates} GFLOP/s")
+            rates = ", ".join(f"{p} {v['gflops_per_s']:.0f}" + (
+                f" (x{v['speedup_over_fp32']:.2f})" if "speedup_over_fp32" in v else "")
+                for p, v in cp[dev].items())
+            drift = cp[dev]["fp32"].get("end_over_start")
+            lines.append(f"conv peak {dev}: {rates} GFLOP/s" +
+                         (f"; fp32 at the end / start {drift:.2f}" if drift else ""))
     g = r.get("generator", {})
     if "results" in g:
         lines.append(f"generator {g['model']['name']} {g['size']}px, {g['gflop_per_face']:.2f} "
@@ -855,6 +956,11 @@ def format_table(r: dict[str, Any]) -> str:
             for p, d in diffs.items():
                 lines.append(f"  {dev} {p} vs fp32: max {d['max_abs_levels']} levels, "
                              f"mean {d['mean_abs_levels']:.2f}")
+        th = g.get("threads", {})
+        cells = [f"b{b} x{v['speedup_over_1_thread']:.2f}" for b, v in th.items() if b.isdigit()]
+        if cells:
+            lines.append(f"  cpu fp32 {th['torch_threads']} threads vs 1 (speed): " +
+                         "  ".join(cells))
         ref = g["reference"]
         cells = [f"{dev} {p} {v['1']['forward_faces_per_s']:.2f} faces/s "
                  f"[{_f(v['1'].get('fraction_of_conv_peak'))}]"
@@ -875,8 +981,9 @@ def format_table(r: dict[str, Any]) -> str:
         b = ph.get("batching", {})
         for dev in devices():
             if dev in b:
+                ratio = b[dev]["one_at_a_time_over_batched"]
                 lines.append(f"  {b['photo'][:30]} {b['faces']} faces {dev}: one at a time / "
-                             f"batch {b['batch_size']} = {b[dev]['one_at_a_time_over_batched']:.2f}")
+                             f"batch {b['batch_size']} = {ratio:.2f}")
     v = r.get("video", {})
     for c in v.get("clips", []):
         lines.append(f"video {v['width']}x{v['height']} {c['faces_pasted']} face(s): "
@@ -887,7 +994,10 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"training {t['size']}px {t['device']}: facecomp "
                      f"{t['facecomp']['s_per_step']:.2f} s/step, textbook "
                      f"{t['textbook']['s_per_step']:.2f} s/step, facecomp/textbook "
-                     f"{t['facecomp_over_textbook']:.2f}")
+                     f"{t['facecomp_over_textbook']:.2f} (paired "
+                     f"{t['facecomp_over_textbook_paired']:.2f}); fraction of conv peak "
+                     f"{t['facecomp']['fraction_of_conv_peak']:.2f} vs "
+                     f"{t['textbook']['fraction_of_conv_peak']:.2f}")
     lines.append(f"total {r['total_s']:.0f} s")
     return "\n".join(lines)
 
@@ -909,8 +1019,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         ap.error(f"unknown sections {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    if any(x in sections for x in ("generator", "training")):
-        sections += ("conv_peak",)  # the fractions of peak need it
     sections = tuple(x for x in SECTIONS if x in sections)
     if args.threads > 0:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by the photo subprocesses
