@@ -99,8 +99,8 @@ class Settings:
     train_ngf: int = 64
     train_blocks: int = 9
     train_ndf: int = 64
-    train_warmup: int = 1  # untimed steps after the first (FLOP-counting) one
-    train_steps: int = 4
+    train_warmup: int = 2  # untimed steps after the first (FLOP-counting) one
+    train_steps: int = 6
     group_heads: bool = True  # paste the faces of samples/group.jpg too (runs the detector)
 
 
