@@ -3,6 +3,7 @@ steadies a jittery detector; interrupted runs leave nothing; bad inputs are one-
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -208,6 +209,34 @@ def test_color_smoother_follows_slow_changes_and_forgets_ended_tracks():
     sm.keep_only({2})
     assert sm(1, ct, 5.0) is ct  # track 1 ended: a new track with that id starts afresh
     assert ColorSmoother(0)(1, ct, 0.0) is ct
+
+
+def _set_display_rotation(path: Path, matrix: list[int]) -> None:
+    """Patch the first track header's display matrix of an MP4 in place (as phones write it)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"tkhd")
+    assert i > 0 and data[i + 4] == 0  # version 0 header: the matrix is 40 bytes in
+    data[i + 44:i + 80] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
+
+
+def test_a_rotated_phone_clip_is_processed_and_written_upright(tmp_path, invert_pipeline):
+    upright = moving_face_frames(12)
+    clip = tmp_path / "phone.mp4"
+    make_clip(clip, [np.ascontiguousarray(np.rot90(f, 1)) for f in upright], audio=False)
+    _set_display_rotation(clip, [0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000])  # 90° cw
+    with av.open(str(clip)) as c:
+        assert next(c.decode(video=0)).rotation == -90  # FFmpeg sees a sideways phone clip
+    out = tmp_path / "out.mp4"
+    report = translate_video(clip, out, invert_pipeline, VideoConfig(preset="ultrafast", crf=12))
+    assert report.face_frames >= 10  # faces found: the detector saw upright frames
+    with av.open(str(out)) as c:
+        first = next(c.decode(video=0))
+        assert (first.width, first.height) == (W, H) and not first.rotation
+    for a, b in zip(upright, frames_of(out)):
+        d = np.abs(a.astype(int) - b.astype(int)).max(axis=2)
+        assert (d > 60).sum() > 500  # the upright face was inverted in place ...
+        assert np.percentile(d, 50) < 8  # ... and the rest matches the upright frame
 
 
 def test_an_exception_mid_way_leaves_no_file(clip, tmp_path, invert_pipeline):
