@@ -16,4 +16,6 @@ else
   "$FC" train --config models/aging.train.json --a "$WORK/young" --b "$WORK/old" \
     --out "$WORK/run-aging"
 fi
-echo "generators: $WORK/run-aging/aging.A2B.safetensors and aging.B2A.safetensors"
+echo "run: $WORK/run-aging"
+# Ship: fp16 copies with the model card's description and licence (then: make golden).
+.venv/bin/python scripts/ship_model.py "$WORK/run-aging" --name aging

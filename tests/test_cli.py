@@ -149,3 +149,16 @@ def test_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"facecomp: error: {tmp_path / 'nope.jpg'}: no such "
                                              "file or folder"]
+
+
+def test_threads_option_sets_the_cpu_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = _run("--threads", "1", "models")
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == 1
+        assert _run("--threads", "0", "models").exit_code == 2
+    finally:
+        torch.set_num_threads(before)
