@@ -95,6 +95,7 @@ class Settings:
     video_size: tuple[int, int] = (1280, 720)
     video_frames: int = 60
     video_faces: tuple[int, ...] = (1, 5)
+    video_memory_frames: tuple[int, ...] = (60, 600)  # peak RSS of a short and a 10x longer clip
     train_size: int = 128
     train_ngf: int = 64
     train_blocks: int = 9
@@ -108,7 +109,7 @@ FULL = Settings()
 QUICK = Settings(name="quick", repeats=2, warmup=1, min_sample_s=0.02, conv=(2, 64, 32),
                  gen_size=64, gen_batches=(1, 8), ref_size=64, shared_photos=SHARED_PHOTOS[:1],
                  synth_size=(1600, 1200), synth_faces=8, video_size=(480, 272),
-                 video_frames=10, train_size=64, train_warmup=0, train_steps=2)
+                 video_frames=10, video_memory_frames=(5, 20), train_size=64, train_warmup=0, train_steps=2)
 
 
 def progress(message: str) -> None:
@@ -642,7 +643,36 @@ def video_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str,
             "timings": report.timings, "slowest_stage": slowest,
             "wall_over_slowest_stage": report.seconds / max(report.timings[slowest], 1e-9),
             "stage_sum_over_wall": sum(report.timings.values()) / max(report.seconds, 1e-9)})
+    out["memory"] = video_memory(s, work, heads)
     return out
+
+
+def video_child(src: Path, dst: Path) -> dict[str, Any]:
+    """Runs in a fresh process: translate one clip with the default pipeline; report its peak
+    RSS (VmHWM is per process image, so it starts afresh at exec)."""
+    from facecomp import FaceComp, PhotoConfig
+    from facecomp.video import VideoConfig, translate_video
+
+    report = translate_video(src, dst, FaceComp(PhotoConfig()), VideoConfig(), overwrite=True)
+    return {"frames": report.frames, "fps": report.fps, "peak_rss_mb": rss_mb()[1]}
+
+
+def video_memory(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str, Any]:
+    """Peak RSS of the same 1-face clip at two lengths: bounded queues keep it flat."""
+    runs = []
+    for n in s.video_memory_frames:
+        src = work / f"memory_{n}.mp4"
+        progress(f"video memory: {n} frames")
+        make_clip(src, s.video_size, n, 1, heads)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child-video", str(src),
+               "--child-dir", str(work)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"video child failed ({proc.returncode}): "
+                               f"{proc.stderr.strip()[-800:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"runs": runs,
+            "long_over_short_peak_rss": runs[-1]["peak_rss_mb"] / max(runs[0]["peak_rss_mb"], 1)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -989,6 +1019,10 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"video {v['width']}x{v['height']} {c['faces_pasted']} face(s): "
                      f"{c['fps']:.2f} fps, slowest {c['slowest_stage']}, wall/slowest "
                      f"{c['wall_over_slowest_stage']:.2f}")
+    if "memory" in v:
+        runs = v["memory"]["runs"]
+        lines.append("video peak RSS: " + ", ".join(
+            f"{m['frames']} frames {m['peak_rss_mb']:.0f} MB" for m in runs))
     t = r.get("training", {})
     if "facecomp" in t:
         lines.append(f"training {t['size']}px {t['device']}: facecomp "
@@ -1010,10 +1044,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads, here and in the photo subprocesses (default: torch's)")
     ap.add_argument("--child-photo", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-video", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_photo is not None:
         print(json.dumps(photo_child(args.child_photo, args.child_dir)))
+        return 0
+    if args.child_video is not None:
+        dst = args.child_dir / f"{args.child_video.stem}.out.mp4"
+        print(json.dumps(video_child(args.child_video, dst)))
         return 0
     sections = tuple(x.strip() for x in args.only.split(",") if x.strip()) or SECTIONS
     unknown = sorted(set(sections) - set(SECTIONS))
