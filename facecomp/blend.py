@@ -35,13 +35,16 @@ class BlendConfig:
     """method: feather|poisson. color_match: match the translated face's LAB mean/std to the
     original face's inside the mask. mask_scale: grows (>1) or erodes (<1) the face ellipse.
     feather: the fraction of the ellipse radius over which the mask fades to zero.
-    keep_detail: add the generator's change to the full-resolution image (see module doc)."""
+    keep_detail: add the generator's change to the full-resolution image (see module doc).
+    strength: how much of the generator's change to apply: 0 none, 1 all (default), up to 2 to
+    exaggerate it."""
 
     method: str = "feather"
     color_match: bool = True
     mask_scale: float = 1.0
     feather: float = 0.3
     keep_detail: bool = True
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in BLENDS:
@@ -50,6 +53,8 @@ class BlendConfig:
             raise ConfigError(f"mask scale must be within 0.3..1.6, got {self.mask_scale}")
         if not 0.0 <= self.feather <= 1.0:
             raise ConfigError(f"feather must be within 0..1, got {self.feather}")
+        if not 0.0 <= self.strength <= 2.0:
+            raise ConfigError(f"strength must be within 0..2, got {self.strength}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,13 +212,16 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     m[m < 1e-3] = 0.0
     dst = cv2.copyMakeBorder(out[iy0:iy1, ix0:ix1], iy0 - vy0, vy1 - iy1, ix0 - vx0, vx1 - ix1,
                              cv2.BORDER_REPLICATE).astype(np.float32)
+    delta = translated.astype(np.float32) - original.astype(np.float32)
+    if config.strength != 1.0:
+        delta *= config.strength
     if config.keep_detail:
-        delta = translated.astype(np.float32) - original.astype(np.float32)
         src = dst + cv2.warpAffine(delta, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     else:
-        src = cv2.warpAffine(translated, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        changed = np.clip(original.astype(np.float32) + delta, 0, 255)
+        src = cv2.warpAffine(changed, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
     src = np.clip(src, 0, 255)
 
     blended = None

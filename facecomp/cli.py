@@ -75,6 +75,9 @@ MaskScaleOpt = Annotated[float, typer.Option(
 FeatherOpt = Annotated[float, typer.Option(
     "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales with "
                                         "face size).")]
+StrengthOpt = Annotated[float, typer.Option(
+    "--strength", min=0.0, max=2.0, help="How much of the model's change to apply: 0 none, "
+                                          "1 all, up to 2 to exaggerate it.")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace outputs that already exist (inputs are never modified).")]
 
@@ -125,6 +128,7 @@ def photo(
     detect_side: DetectSideOpt = 2000,
     mask_scale: MaskScaleOpt = 1.0,
     feather: FeatherOpt = 0.3,
+    strength: StrengthOpt = 1.0,
     overwrite: OverwriteOpt = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers and "
@@ -143,7 +147,7 @@ def photo(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, faces, min_score, detect_side, mask_scale,
-                               feather)
+                               feather, strength)
         jobs = plan_jobs(list(inputs), output)
 
         def pipeline() -> FaceComp:
@@ -198,6 +202,7 @@ def video(
     detect_side: DetectSideOpt = 2000,
     mask_scale: MaskScaleOpt = 1.0,
     feather: FeatherOpt = 0.3,
+    strength: StrengthOpt = 1.0,
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Run the detector every K frames; tracked faces carry "
                                       "over in between.")] = 1,
@@ -224,7 +229,7 @@ def video(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, "all", min_score, detect_side, mask_scale,
-                               feather)
+                               feather, strength)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
                               preset=preset)
         dst = output or default_output(src)
@@ -276,7 +281,7 @@ class _Bar:
 
 
 def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
-                  faces, min_score, detect_side, mask_scale, feather):
+                  faces, min_score, detect_side, mask_scale, feather, strength=1.0):
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
     from .detect import DetectConfig
@@ -288,7 +293,7 @@ def _photo_config(model, direction, blend, color_match, device, precision, batch
         faces=FaceSelection.parse(faces),
         detect=DetectConfig(min_score=min_score, max_side=detect_side),
         blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
-                          feather=feather),
+                          feather=feather, strength=strength),
         translate=TranslateConfig(device=device, batch_size=batch_size, precision=precision))
 
 

@@ -67,6 +67,19 @@ def test_identity_translation_returns_the_input(detector, group_image, method, k
         assert diff.mean() < 8
 
 
+def test_strength_scales_the_change(detector, group_image):
+    crops, aligned = _aligned(detector, group_image)
+    changed = {}
+    for k in (0.0, 0.5, 1.0):
+        out, _ = paste_faces(group_image, aligned, 255 - crops, crops, FACECOMP_V1,
+                             BlendConfig(color_match=False, strength=k))
+        changed[k] = np.abs(out.astype(float) - group_image.astype(float)).mean()
+    assert changed[0.0] == 0.0  # strength 0: the photo comes back unchanged
+    assert changed[0.5] == pytest.approx(changed[1.0] / 2, rel=0.05)
+    with pytest.raises(ConfigError):
+        BlendConfig(strength=2.5)
+
+
 def _ring_gradient(img, mask):
     g = img.astype(np.float32).mean(axis=2)
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
