@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo bench model model-placeholder golden clean
+.PHONY: help setup test demo bench model golden clean
 
 help:
 	@echo "make setup   create $(VENV) and install facecomp into it (with test tools)"
@@ -39,9 +39,6 @@ model: setup
 # Regenerate tests/golden after an intended change of the shipped weights or processing.
 golden: setup
 	$(PY) scripts/make_golden.py
-
-model-placeholder: setup
-	$(PY) scripts/make_placeholder.py
 
 clean:
 	rm -rf demo-out .pytest_cache

@@ -28,7 +28,7 @@ FORMAT = "facecomp-generator"
 FORMAT_VERSION = 1
 DIRECTIONS = ("A2B", "B2A")
 #: The model used when --model is not given.
-DEFAULT_MODEL = "placeholder"
+DEFAULT_MODEL = "aging"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".bin"}
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from facecomp.checkpoint import (ModelInfo, list_models, load_generator, read_info,
-                                 resolve_model, save_generator, shipped_models_dir)
+from facecomp.checkpoint import (DEFAULT_MODEL, ModelInfo, list_models, load_generator,
+                                 read_info, resolve_model, save_generator, shipped_models_dir)
 from facecomp.errors import ModelError
 from facecomp.geometry import FACECOMP_V1
 from facecomp.networks import ResnetGenerator
@@ -154,7 +154,7 @@ def test_resolve_by_file_folder_and_name(tmp_path, monkeypatch):
 
 def test_the_shipped_default_model_is_found_and_loads():
     entries = list_models([shipped_models_dir()])
-    directions = {e.info.direction for e in entries if e.info.name == "placeholder"}
+    directions = {e.info.direction for e in entries if e.info.name == DEFAULT_MODEL}
     assert directions == {"A2B", "B2A"}
     net, info = load_generator(resolve_model(None, "A2B"))
     x = torch.zeros(1, 3, info.crop_size, info.crop_size)

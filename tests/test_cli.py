@@ -140,7 +140,9 @@ def test_help_explains_exit_codes_and_options():
 def test_models_lists_the_shipped_model():
     r = _run("models")
     assert r.exit_code == 0
-    assert "placeholder  A2B" in r.output and "placeholder  B2A" in r.output
+    from facecomp.checkpoint import DEFAULT_MODEL
+
+    assert f"{DEFAULT_MODEL}  A2B" in r.output and f"{DEFAULT_MODEL}  B2A" in r.output
 
 
 def test_real_process_prints_one_line_and_no_traceback(tmp_path):
