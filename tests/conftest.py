@@ -90,3 +90,14 @@ def invert_model(tmp_path: Path) -> Path:
     save_generator(d / "testmodel.A2B.safetensors", Invert(), make_info("test_invert", "A2B"))
     save_generator(d / "testmodel.B2A.safetensors", Identity(), make_info("test_identity", "B2A"))
     return d / "testmodel.A2B.safetensors"
+
+
+def one_error_line(result, *needles: str) -> str:
+    """The CLI result printed exactly one ``facecomp: error:`` line, containing every needle,
+    and no traceback; returns that line."""
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("facecomp: error:")]
+    assert len(errors) == 1, result.output
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]

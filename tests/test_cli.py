@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from facecomp.cli import app
 from facecomp.io import read_image
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, one_error_line
 
 runner = CliRunner()
 
@@ -36,15 +36,6 @@ def photo(tmp_path) -> Path:
     return p
 
 
-def _one_line_error(result, *needles: str) -> None:
-    err = result.stderr.strip().splitlines()
-    assert len(err) >= 1 and "Traceback" not in result.output
-    line = [e for e in err if e.startswith("facecomp: error:")]
-    assert line, result.output
-    for n in needles:
-        assert n in line[0], line[0]
-
-
 def test_photo_writes_beside_the_input_and_never_touches_it(photo, invert_model):
     before = _sha(photo)
     r = _run("photo", photo, "--model", invert_model)
@@ -57,7 +48,7 @@ def test_photo_writes_beside_the_input_and_never_touches_it(photo, invert_model)
     # a second run refuses to overwrite, --overwrite replaces
     r = _run("photo", photo, "--model", invert_model)
     assert r.exit_code == 1
-    _one_line_error(r, "already exists", "--overwrite")
+    one_error_line(r, "already exists", "--overwrite")
     assert _run("photo", photo, "--model", invert_model, "--overwrite").exit_code == 0
     assert not list(photo.parent.glob(".facecomp-tmp-*"))
 
@@ -100,14 +91,14 @@ def test_bad_inputs_give_one_line_and_exit_1(tmp_path, invert_model, make, needl
     path = make(tmp_path)
     r = _run("photo", path, "--model", invert_model)
     assert r.exit_code == 1
-    _one_line_error(r, str(path), needle)
+    one_error_line(r, str(path), needle)
 
 
 def test_output_equal_to_input_is_refused(photo, invert_model):
     before = _sha(photo)
     r = _run("photo", photo, "-o", photo, "--model", invert_model, "--overwrite")
     assert r.exit_code == 1
-    _one_line_error(r, "overwrite the input")
+    one_error_line(r, "overwrite the input")
     assert _sha(photo) == before
 
 
@@ -119,13 +110,13 @@ def test_output_equal_to_input_is_refused(photo, invert_model):
 def test_usage_and_model_errors_exit_2(photo, args, needle):
     r = _run("photo", photo, *args)
     assert r.exit_code == 2
-    _one_line_error(r, needle)
+    one_error_line(r, needle)
 
 
 def test_several_inputs_need_an_output_folder(photo, tmp_path, invert_model):
     r = _run("photo", photo, photo, "-o", tmp_path / "x.jpg", "--model", invert_model)
     assert r.exit_code == 2
-    _one_line_error(r, "output folder")
+    one_error_line(r, "output folder")
 
 
 def test_help_explains_exit_codes_and_options():

@@ -21,7 +21,7 @@ from facecomp.io import read_image, write_image
 from facecomp.prepare import (MANIFEST_NAME, AgeRange, Label, PrepareConfig, holdout_key,
                               is_holdout, parse_label, prepare, read_manifest)
 
-from .conftest import SAMPLES, load_rgb, media
+from .conftest import SAMPLES, load_rgb, media, one_error_line
 
 runner = CliRunner()
 PORTRAIT = SAMPLES / "portrait.jpg"
@@ -289,14 +289,6 @@ def _run(*args):
     return runner.invoke(app, ["prepare", *(str(a) for a in args)])
 
 
-def _one_error_line(result, *needles: str) -> None:
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("facecomp: error:")]
-    assert len(lines) == 1, result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
 def test_cli_happy_path_prints_one_summary_line(tmp_path):
     src = _folder(tmp_path / "src", {"a.jpg": PORTRAIT, "b.jpg": b"broken"})
     r = _run(src, tmp_path / "out", "--size", "64", "--holdout", "0", "--format", "jpg",
@@ -312,7 +304,7 @@ def test_cli_happy_path_prints_one_summary_line(tmp_path):
 def test_cli_exit_1_for_input_problems(tmp_path):
     r = _run(tmp_path / "nope", tmp_path / "out", "--size", "64")
     assert r.exit_code == 1
-    _one_error_line(r, str(tmp_path / "nope"), "no such folder")
+    one_error_line(r, str(tmp_path / "nope"), "no such folder")
     src = _folder(tmp_path / "src", {"a.jpg": b"broken", "b.png": b""})
     r = _run(src, tmp_path / "out", "--size", "64")
     assert r.exit_code == 1  # every file failed
@@ -326,7 +318,7 @@ def test_cli_exit_2_for_option_problems(tmp_path, args, needle):
     src = _folder(tmp_path / "src", {"a.jpg": PORTRAIT})
     r = _run(src, tmp_path / "out", "--size", "64", *args)
     assert r.exit_code == 2
-    _one_error_line(r, needle)
+    one_error_line(r, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -334,5 +326,5 @@ def test_cli_exit_2_for_out_inside_src_and_a_missing_size(tmp_path):
     src = _folder(tmp_path / "src", {"a.jpg": PORTRAIT})
     r = _run(src, src / "out", "--size", "64")
     assert r.exit_code == 2
-    _one_error_line(r, "inside SRC")
+    one_error_line(r, "inside SRC")
     assert _run(src, tmp_path / "out").exit_code == 2  # --size is required

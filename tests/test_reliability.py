@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from facecomp.cli import app
 from facecomp.io import read_image
 
-from .conftest import SAMPLES, media
+from .conftest import SAMPLES, media, one_error_line
 
 runner = CliRunner()
 
@@ -36,15 +36,6 @@ def _group(width: int = 720) -> Image.Image:
 
 def _photo(path: Path, model: Path, *extra: str):
     return runner.invoke(app, ["photo", str(path), "--model", str(model), *extra])
-
-
-def _one_line(result, *needles: str) -> str:
-    assert "Traceback" not in result.output
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("facecomp: error:")]
-    assert len(errors) == 1, result.output
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def _png_bomb(path: Path, w: int = 30000, h: int = 30000) -> None:
@@ -101,7 +92,7 @@ def test_bad_photo_inputs_fail_with_one_line(tmp_path, invert_model, make, needl
     t0 = time.perf_counter()
     r = _photo(path, invert_model)
     assert r.exit_code == 1
-    _one_line(r, path.name, needle)
+    one_error_line(r, path.name, needle)
     assert time.perf_counter() - t0 < 30  # the bomb is refused before it is decoded
 
 
@@ -216,7 +207,7 @@ def test_an_unwritable_output_location_is_one_line(tmp_path, invert_model):
     blocker.write_text("a file where a folder should be")
     r = _photo(src, invert_model, "-o", str(blocker / "out.jpg"))
     assert r.exit_code == 1
-    _one_line(r, "out.jpg")
+    one_error_line(r, "out.jpg")
 
 
 def test_a_corrupt_model_file_is_one_line_and_exit_2(tmp_path, invert_model):
@@ -226,7 +217,7 @@ def test_a_corrupt_model_file_is_one_line_and_exit_2(tmp_path, invert_model):
     _group(320).save(src)
     r = _photo(src, bad)
     assert r.exit_code == 2
-    _one_line(r, "bad.safetensors")
+    one_error_line(r, "bad.safetensors")
 
 
 # --- video --------------------------------------------------------------------------------
@@ -247,7 +238,7 @@ def test_a_video_with_a_corrupt_middle(tmp_path, invert_model):
                             "--preset", "ultrafast"])
     # FFmpeg refuses the damaged packet (frame 22 of 40): reported, the frames before it kept
     assert r.exit_code == 1
-    _one_line(r, "damaged.mp4", "damaged", "wrote the")
+    one_error_line(r, "damaged.mp4", "damaged", "wrote the")
     with av.open(str(out)) as c:
         assert 10 <= sum(1 for _ in c.decode(video=0)) < 40
 
@@ -266,7 +257,7 @@ def test_a_file_without_a_video_stream(tmp_path, invert_model):
     r = runner.invoke(app, ["video", str(sound), "-o", str(tmp_path / "o.mp4"), "--model",
                             str(invert_model)])
     assert r.exit_code == 1
-    _one_line(r, "sound.m4a", "no video stream")
+    one_error_line(r, "sound.m4a", "no video stream")
     assert not (tmp_path / "o.mp4").exists()
 
 
