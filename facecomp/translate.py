@@ -110,7 +110,7 @@ def _measure_bf16_speedup(rounds: int = 5) -> float:
     conv = nn.Conv2d(128, 128, 3, padding=1, bias=False).eval()
     conv = conv.to(memory_format=torch.channels_last)
     x = torch.randn(4, 128, 32, 32).contiguous(memory_format=torch.channels_last)
-    conv16, x16 = _bf16_copy(conv), x.to(torch.bfloat16)
+    conv16, x16 = _cast_copy(conv, torch.bfloat16), x.to(torch.bfloat16)
     ratios = []
     with torch.inference_mode():
         conv(x), conv16(x16)  # warm-up: oneDNN builds its kernels on the first call
@@ -138,8 +138,9 @@ def _cache_dir() -> Path:
     return Path(base) / "facecomp"
 
 
-def _bf16_copy(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).to(torch.bfloat16)
+def _cast_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy in ``dtype``; the caller's module stays as it was."""
+    return copy.deepcopy(module).to(dtype)
 
 
 def to_tensor(crops: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -168,8 +169,7 @@ class Translator:
         # autocast re-casts every weight on every call, which costs more than it saves there.
         self._cast_input = self.device.type == "cpu" and self.dtype != torch.float32
         if self._cast_input:
-            self.generator = _bf16_copy(self.generator) if self.dtype == torch.bfloat16 \
-                else self.generator.to(self.dtype)
+            self.generator = _cast_copy(self.generator, self.dtype)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)

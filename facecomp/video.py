@@ -318,14 +318,15 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: 
     t = time.perf_counter()
     start = 0
     blend = pipeline.config.blend
+    where = color_mask(pipeline.align.crop_size, pipeline.align.template, blend) \
+        if blend.color_match else None
     for (frame, _, track_ids), (frame_crops, frame_faces) in zip(batch, aligned):
         n = len(frame_crops)
         rgb = frame.rgb
         if n:
             out = translated[start:start + n]
             colors = None
-            if blend.color_match:
-                where = color_mask(out.shape[1], pipeline.align.template, blend)
+            if where is not None:
                 colors = [smoother(tid, color_transform(out[k], frame_crops[k], where), frame.time)
                           for k, tid in enumerate(track_ids)]
             rgb, _ = paste_faces(frame.rgb, frame_faces, out, frame_crops,
