@@ -778,7 +778,7 @@ def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: tor
 
     c = train.TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
                           n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
-                          device=device)
+                          upsample="transpose", device=device)  # the textbook's architecture
     dev = torch.device(device)
     nets = train.build_nets(c, dev)
     pick = getattr(train, "_train_dtype", None)  # private: what train() picks for the device

@@ -466,6 +466,9 @@ def train(
     pool_size: Annotated[int, typer.Option(help="Image pool size (0: no pool).")] = 50,
     ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
     n_blocks: Annotated[int, typer.Option(help="Generator residual blocks.")] = 9,
+    upsample: Annotated[str, typer.Option(
+        help="Generator upsampling: resize (nearest x2 + 3x3 conv, no checkerboard texture) or "
+             "transpose (the reference's transposed conv, ~20 % cheaper).")] = "resize",
     ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
     n_layers_d: Annotated[int, typer.Option(help="Discriminator layers (3: 70x70 PatchGAN).")
                           ] = 3,

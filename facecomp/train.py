@@ -48,7 +48,7 @@ from .checkpoint import ModelInfo, save_generator
 from .errors import ConfigError, FaceCompError, InputError
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
-from .networks import PatchDiscriminator, ResnetGenerator
+from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator
 from .translate import PRECISIONS, resolve_device, to_uint8
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class TrainConfig:
     pool_size: int = 50
     ngf: int = 64
     n_blocks: int = 9
+    upsample: str = "resize"  # generator upsampling: resize (+ 3x3 conv) or transpose (reference)
     ndf: int = 64
     n_layers_d: int = 3
     flip: bool = True
@@ -139,6 +140,8 @@ class TrainConfig:
                   (self.ngf >= 1 and self.ndf >= 1 and self.n_blocks >= 0 and
                    self.n_layers_d >= 1, "--ngf, --ndf, --n-layers-d >= 1 and --n-blocks >= 0"),
                   (0 <= self.scale_jitter <= 1, "--scale-jitter must be within 0..1"),
+                  (self.upsample in UPSAMPLE_MODES,
+                   f"--upsample must be one of {', '.join(UPSAMPLE_MODES)}"),
                   (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
                   (self.template == "auto" or self.template in TEMPLATES,
                    f"--template must be auto or one of {', '.join(TEMPLATES)}"),
@@ -177,6 +180,8 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training options in config: {', '.join(unknown)}")
+        # Runs saved before `upsample` existed used the reference's transposed convolutions.
+        d = {"upsample": "transpose", **d}
         return cls(**{**d, "schedule": tuple(tuple(p) for p in d.get("schedule", ()))})
 
 
@@ -337,10 +342,18 @@ def _init_weights(net: nn.Module) -> nn.Module:
     return net
 
 
+def generator_args(c: TrainConfig) -> dict:
+    """The generator's ``arch_args``, as built here and recorded in its checkpoints."""
+    args: dict = {"ngf": c.ngf, "n_blocks": c.n_blocks}
+    if c.upsample != "transpose":  # the default of ResnetGenerator: older readers load these
+        args["upsample"] = c.upsample
+    return args
+
+
 def build_nets(c: TrainConfig, device: torch.device) -> Nets:
     torch.manual_seed(c.seed)
     fmt = torch.channels_last if c.channels_last else torch.contiguous_format
-    G_A, G_B = (_init_weights(ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks)) for _ in "AB")
+    G_A, G_B = (_init_weights(ResnetGenerator(**generator_args(c))) for _ in "AB")
     D_A, D_B = (_init_weights(PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)) for _ in "AB")
     G_A, G_B, D_A, D_B = (n.to(device, memory_format=fmt) for n in (G_A, G_B, D_A, D_B))
     opt_G = torch.optim.Adam(list(G_A.parameters()) + list(G_B.parameters()), lr=c.lr,
@@ -485,6 +498,8 @@ def train(config: TrainConfig, *, resume: bool = False, overrides: set[str] | No
         run.mkdir(parents=True, exist_ok=True)
         _write_json(run / CONFIG_FILE, c.to_json())
     dtype = _train_dtype(c.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per stage: pick the fastest kernels
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # Adam's tiny second moments are denormal: 10x slower
     # fp16 needs loss scaling (bf16 and fp32 do not); the scalers' state is checkpointed.
@@ -603,7 +618,7 @@ def _save(n: Nets, c: TrainConfig, run: Path, step: int, epoch: int, done_in_epo
     for net, direction in ((n.bare("G_A"), "A2B"), (n.bare("G_B"), "B2A")):
         info = ModelInfo(
             name=c.name, architecture="resnet_generator",
-            arch_args={"ngf": c.ngf, "n_blocks": c.n_blocks}, crop_size=size,
+            arch_args=generator_args(c), crop_size=size,
             template=template_by_name(c.template), domains={"A": c.domain_a, "B": c.domain_b},
             direction=direction, description=f"trained by facecomp train, step {step}",
             extra={"step": step, "epoch": epoch, "config": c.to_json()})

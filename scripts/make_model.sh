@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the default young <-> old model from UTKFace with facecomp's own prepare + train.
 # Re-running continues where it stopped (prepare skips done files; train resumes exactly).
+# Train on a CUDA GPU: the shipped run (11,400 steps of batch 8) took 18.5 min on an H100; a
+# 2-core CPU (5.5 s per step) would need ~17 hours.
 #   UTKFACE=../shared/datasets/utkface WORK=$HOME/facecomp-work scripts/make_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from facecomp import train as T
-from facecomp.checkpoint import load_generator, resolve_model
+from facecomp.checkpoint import load_generator, read_info, resolve_model
 from facecomp.errors import ConfigError, InputError
 from facecomp.train import TrainConfig, train, weights_digest
 
@@ -301,3 +301,26 @@ def test_fp16_with_loss_scaling_trains_and_resumes(domains, tmp_path):
     result = train(tiny(domains, run, max_steps=3, precision="fp16"), resume=True)
     assert result.step == 3
     assert all(torch.isfinite(p).all() for p in result.G_A.parameters())
+
+
+def test_runs_saved_before_the_upsample_option_resume_with_transposed_convs(domains, tmp_path):
+    """Older train_state.pt files hold no `upsample`: they were transposed-conv generators, and
+    must resume as such (the current default, resize, would not fit their weights)."""
+    run = tmp_path / "old"
+    train(tiny(domains, run, max_steps=2, upsample="transpose"))
+    state = torch.load(run / T.STATE_FILE, weights_only=True)
+    config = json.loads(state["config"])
+    del config["upsample"]
+    state["config"] = json.dumps(config)
+    torch.save(state, run / T.STATE_FILE)
+    result = train(tiny(domains, run, max_steps=3), resume=True)
+    assert result.step == 3
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in result.G_A.modules())
+    _, info = load_generator(resolve_model(str(run), "A2B"))
+    assert "upsample" not in info.arch_args  # readable by facecomp versions before the option
+    # a new run uses resize + conv and records it
+    new = train(tiny(domains, tmp_path / "new", max_steps=1))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in new.G_A.modules())
+    assert read_info(resolve_model(str(tmp_path / "new"), "B2A")).arch_args["upsample"] == "resize"
+    with pytest.raises(ConfigError, match="--upsample must be one of"):
+        tiny(domains, tmp_path, upsample="deconv")
