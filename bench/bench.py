@@ -102,6 +102,7 @@ class Settings:
     train_ndf: int = 64
     train_warmup: int = 2  # untimed steps after the first (FLOP-counting) one
     train_steps: int = 6
+    train_steps_cuda: int = 30  # GPU steps take tens of ms: more of them for a stable median
     group_heads: bool = True  # paste the faces of samples/group.jpg too (runs the detector)
 
 
@@ -780,6 +781,8 @@ def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: tor
                           n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
                           upsample="transpose", device=device)  # the textbook's architecture
     dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train() does
     nets = train.build_nets(c, dev)
     pick = getattr(train, "_train_dtype", None)  # private: what train() picks for the device
     dtype = pick(c.precision, dev) if pick else torch.float32
@@ -813,7 +816,8 @@ def training_section(s: Settings) -> dict[str, Any]:
     probe = conv_probe(device, "fp32", s)
     probe_s = dataclasses.replace(s, repeats=1)
     steps: dict[str, list[float]] = {"facecomp": [], "textbook": [], "conv": []}
-    total = s.train_warmup + s.train_steps
+    n_steps = s.train_steps_cuda if device == "cuda" else s.train_steps
+    total = s.train_warmup + n_steps
     for k in range(total):  # interleaved: conv sample, facecomp step, textbook step, ...
         conv_s = median_time(probe.fn, device, probe_s)
         for name, fn in (("facecomp", fc_step), ("textbook", tb_step)):
@@ -830,7 +834,7 @@ def training_section(s: Settings) -> dict[str, Any]:
         "device": device, "size": s.train_size, "batch_size": 1,
         "generator": {"ngf": s.train_ngf, "n_blocks": s.train_blocks},
         "discriminator": {"ndf": s.train_ndf, "n_layers": 3},
-        "warmup_steps": s.train_warmup, "steps": s.train_steps,
+        "warmup_steps": s.train_warmup, "steps": n_steps,
         "note": "a first step of each, not timed, counts FLOPs; then warm-up, then timed steps"}
     conv = steps.pop("conv")
     out["conv_peak_fp32_gflops_per_s"] = probe.flops / statistics.median(conv) / 1e9

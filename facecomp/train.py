@@ -398,14 +398,14 @@ def train_step(n: Nets, real_A: torch.Tensor, real_B: torch.Tensor, c: TrainConf
     loss_cycle_A = (rec_A.float() - real_A).abs().mean() * c.lambda_cycle
     loss_cycle_B = (rec_B.float() - real_B).abs().mean() * c.lambda_cycle
     loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B
-    losses = {"G_A": loss_G_A.item(), "G_B": loss_G_B.item(), "cycle_A": loss_cycle_A.item(),
-              "cycle_B": loss_cycle_B.item()}
+    # Loss tensors until the end of the step: one device sync (not ten) lets a GPU run ahead.
+    losses = {"G_A": loss_G_A, "G_B": loss_G_B, "cycle_A": loss_cycle_A, "cycle_B": loss_cycle_B}
     if use_idt:
         w = c.lambda_cycle * c.lambda_identity
         loss_idt_A = (out_A[bs:].float() - real_B).abs().mean() * w
         loss_idt_B = (out_B[bs:].float() - real_A).abs().mean() * w
         loss_G = loss_G + loss_idt_A + loss_idt_B
-        losses.update(idt_A=loss_idt_A.item(), idt_B=loss_idt_B.item())
+        losses.update(idt_A=loss_idt_A, idt_B=loss_idt_B)
     n.opt_G.zero_grad(set_to_none=True)
     _backward_step(loss_G, n.opt_G, n.scalers[0] if n.scalers else None)
 
@@ -417,7 +417,9 @@ def train_step(n: Nets, real_A: torch.Tensor, real_B: torch.Tensor, c: TrainConf
         loss_D_A = 0.5 * (_lsgan(n.D_A(real_A), True) + _lsgan(n.D_A(pooled_A), False))
     n.opt_D.zero_grad(set_to_none=True)
     _backward_step(loss_D_A + loss_D_B, n.opt_D, n.scalers[1] if n.scalers else None)
-    losses.update(D_A=loss_D_A.item(), D_B=loss_D_B.item(), G=loss_G.item())
+    losses.update(D_A=loss_D_A, D_B=loss_D_B, G=loss_G)
+    values = torch.stack([v.detach().float() for v in losses.values()]).tolist()
+    losses = dict(zip(losses, values))
     for k, v in losses.items():
         if not math.isfinite(v):
             raise TrainingDiverged(f"loss {k} became {v}; lower --lr or check the data. The last "
