@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 import pytest
 
 from facecomp.detect import DetectConfig, MTCNNDetector, order_faces
@@ -84,3 +85,20 @@ def test_order_faces_is_left_to_right():
     lm = np.zeros((5, 2))
     faces = [Face((50, 0, 60, 10), 1, lm), Face((0, 0, 10, 10), 1, lm), Face((20, 5, 30, 15), 1, lm)]
     assert [f.box[0] for f in order_faces(faces)] == [0, 20, 50]
+
+
+def test_channels_last_nets_find_what_plain_mtcnn_finds(detector, group_image):
+    """The detector runs MTCNN's nets channels_last for speed; the faces must not change."""
+    from facenet_pytorch import MTCNN
+
+    plain = MTCNN(keep_all=True, min_face_size=15, thresholds=[0.6, 0.7, 0.7],
+                  post_process=False)
+    boxes, probs, points = plain.detect(group_image, landmarks=True)
+    assert detector._mtcnn.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    ours = detector.detect(group_image)
+    order = np.argsort([(b[0] + b[2]) / 2 for b in boxes])
+    assert len(ours) == len(boxes) == 6
+    for face, k in zip(ours, order):
+        assert np.abs(np.array(face.box) - boxes[k]).max() < 1e-2
+        assert np.abs(face.landmarks - points[k]).max() < 1e-2
+        assert abs(face.score - probs[k]) < 1e-4
