@@ -774,15 +774,15 @@ class TextbookCycleGAN:
 def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: torch.Tensor
                      ) -> tuple[Callable[[], None], str]:
     """facecomp's own step (train.build_nets + train.train_step), set up as train() does:
-    the config's memory format, its precision for the device, denormals flushed on the CPU."""
+    the config's memory format, its precision for the device, its backend switches (cudnn
+    autotuning on CUDA, denormals flushed on the CPU: set before every step, since the textbook
+    step in between restores the default)."""
     from facecomp import train
 
     c = train.TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
                           n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
                           upsample="transpose", device=device)  # the textbook's architecture
     dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as train() does
     nets = train.build_nets(c, dev)
     pick = getattr(train, "_train_dtype", None)  # private: what train() picks for the device
     dtype = pick(c.precision, dev) if pick else torch.float32
@@ -793,8 +793,7 @@ def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: tor
         return torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def step() -> None:
-        if dev.type == "cpu":
-            torch.set_flush_denormal(True)
+        train.configure_backend(dev)
         train.train_step(nets, a, b, c, ctx)
 
     return step, str(dtype).replace("torch.", "")

@@ -6,7 +6,8 @@ final tanh. Its upsampling ``u`` is the reference's stride-2 transposed convolut
 (``upsample="transpose"``) or, with ``upsample="resize"``, a nearest-neighbour x2 resize followed
 by a 3x3 convolution (Odena et al. 2016, "Deconvolution and checkerboard artifacts"): every output
 pixel then sees the same kernel, so the generator cannot paint the checkerboard texture that
-transposed convolutions are prone to, for ~20 % more FLOPs. PatchDiscriminator is the 70x70 PatchGAN (C64-C128-C256-C512 for n_layers=3).
+transposed convolutions are prone to, for ~20 % more FLOPs. PatchDiscriminator is the 70x70
+PatchGAN (C64-C128-C256-C512 for n_layers=3).
 
 Convention: networks take and return float NCHW tensors in [-1, 1], RGB.
 

@@ -49,7 +49,7 @@ from .errors import ConfigError, FaceCompError, InputError
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
 from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator
-from .translate import PRECISIONS, resolve_device, to_uint8
+from .translate import PRECISIONS, resolve_device, resolve_dtype, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -500,10 +500,7 @@ def train(config: TrainConfig, *, resume: bool = False, overrides: set[str] | No
         run.mkdir(parents=True, exist_ok=True)
         _write_json(run / CONFIG_FILE, c.to_json())
     dtype = _train_dtype(c.precision, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes per stage: pick the fastest kernels
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)  # Adam's tiny second moments are denormal: 10x slower
+    configure_backend(device)
     # fp16 needs loss scaling (bf16 and fp32 do not); the scalers' state is checkpointed.
     scalers = (torch.amp.GradScaler(device.type), torch.amp.GradScaler(device.type)) \
         if dtype == torch.float16 else None
@@ -731,6 +728,14 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def configure_backend(device: torch.device) -> None:
+    """The process-wide switches a training run sets for its device."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per stage: pick the fastest kernels
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # Adam's tiny second moments are denormal: 10x slower
+
+
 def _train_dtype(precision: str, device: torch.device) -> torch.dtype:
     """auto: bf16 on CUDA; fp32 on the CPU, where bf16 autocast measured slower for this step
     (torch 2.15, AVX512-BF16 EPYC: 3.1 s vs 1.96 s at 128 px), even on bf16-capable CPUs."""
@@ -738,7 +743,7 @@ def _train_dtype(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
         return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return resolve_dtype(precision, device)
 
 
 def _distributed() -> tuple[int, int]:

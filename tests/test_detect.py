@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 import pytest
+import torch
 
 from facecomp.detect import DetectConfig, MTCNNDetector, order_faces
 from facecomp.errors import ConfigError
@@ -91,7 +91,8 @@ def test_channels_last_nets_find_what_plain_mtcnn_finds(detector, group_image):
     """The detector runs MTCNN's nets channels_last for speed; the faces must not change."""
     from facenet_pytorch import MTCNN
 
-    plain = MTCNN(keep_all=True, min_face_size=15, thresholds=[0.6, 0.7, 0.7],
+    c = detector.config
+    plain = MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
                   post_process=False)
     boxes, probs, points = plain.detect(group_image, landmarks=True)
     assert detector._mtcnn.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
