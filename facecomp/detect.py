@@ -78,28 +78,120 @@ class MTCNNDetector:
             net.to(memory_format=torch.channels_last)
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        h, w = image.shape[:2]
-        scale = min(1.0, self.config.max_side / max(h, w))
-        small = image
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            scale = size[0] / w  # the scale actually applied (x), close to y's
+        small, scale = self._downscaled(image)
         if min(small.shape[:2]) < 12:  # MTCNN's smallest window
             return []
         boxes, probs, points = self._mtcnn.detect(np.ascontiguousarray(small), landmarks=True)
         if boxes is None:
             return []
-        faces = []
-        for box, prob, pts in zip(boxes, probs, points):
-            if prob is None or prob < self.config.min_score:
-                continue
-            box = np.asarray(box, dtype=np.float64)
-            pts = np.asarray(pts, dtype=np.float64).reshape(5, 2)
-            if not (np.all(np.isfinite(box)) and np.all(np.isfinite(pts))):
-                continue
-            face = Face(box=tuple(float(v) for v in box), score=float(prob), landmarks=pts)
-            faces.append(face.from_resized(scale) if scale < 1.0 else face)
+        found = [(np.asarray(b, np.float64), p, np.asarray(q, np.float64))
+                 for b, p, q in zip(boxes, probs, points) if p is not None]
+        # facenet-pytorch stretches the crop of a face cut by the border, so its landmarks slide
+        # towards the cut; measure those faces again on black-padded crops (the original MTCNN's
+        # way), from the box found, twice, as refine() does
+        cut = [k for k, (b, _, _) in enumerate(found) if _is_cut(small.shape, b)]
+        if cut:
+            again = [found[k] for k in cut]
+            for _ in range(2):
+                again = [a if a is not None and a[1] >= self.config.min_score else prev
+                         for a, prev in zip(self._onet(small, [b for b, _, _ in again]), again)]
+            for k, a in zip(cut, again):
+                found[k] = a
+        faces = [f for f in (self._face(b, p, q, scale) for b, p, q in found) if f is not None]
         log.debug("detected %d faces on a %dx%d copy (scale %.3f)", len(faces),
                   small.shape[1], small.shape[0], scale)
         return order_faces(faces)
+
+    def refine(self, image: np.ndarray, faces: list[Face]) -> list[Face | None]:
+        """Re-measure faces known from a nearby video frame, with O-Net alone.
+
+        Each face's box is squared and cropped from ``image``; MTCNN's last stage gives a new
+        score, box and landmarks. This is the full detector's final step run on the previous
+        boxes instead of on R-Net's candidates, at a small fraction of the cost of the image
+        pyramid. A face that O-Net no longer accepts (it left, or turned away) comes back None.
+        """
+        if not faces:
+            return []
+        small, scale = self._downscaled(image)
+        boxes = [(np.asarray(f.box, np.float64) + 0.5) * scale - 0.5 for f in faces]
+        return [None if r is None else self._face(*r, scale) for r in self._onet(small, boxes)]
+
+    @torch.inference_mode()
+    def _onet(self, small: np.ndarray, boxes: list[np.ndarray]) -> list[tuple | None]:
+        """O-Net on each box of ``small``: (box, score, (5, 2) points) or None if rejected."""
+        from facenet_pytorch.models.utils.detect_face import bbreg, imresample, rerec
+
+        if not boxes:
+            return []
+        t = torch.tensor(np.stack([np.append(np.asarray(b[:4], np.float64), 0.0)
+                                   for b in boxes]), dtype=torch.float32)
+        t = rerec(t)
+        # MTCNN's crop rows/columns [trunc(v1) - 1, trunc(v2)); parts outside the image are
+        # black, as in the original MTCNN, so a face cut by the border keeps its square shape
+        corners = t[:, :4].trunc().int().tolist()
+        ok = [k for k, (x1, y1, x2, y2) in enumerate(corners)
+              if _overlaps(small.shape, x1 - 1, y1 - 1, x2, y2)]
+        out: list[tuple | None] = [None] * len(boxes)
+        if not ok:
+            return out
+        crops = torch.cat([imresample(torch.from_numpy(_crop(small, x1 - 1, y1 - 1, x2, y2))
+                                      .permute(2, 0, 1).unsqueeze(0).float(), (48, 48))
+                           for x1, y1, x2, y2 in (corners[k] for k in ok)])
+        reg, points, probs = self._mtcnn.onet((crops - 127.5) * 0.0078125)
+        t = t[ok]
+        score = probs[:, 1]
+        wb = t[:, 2] - t[:, 0] + 1
+        hb = t[:, 3] - t[:, 1] + 1
+        px = wb[:, None] * points[:, :5] + t[:, :1] - 1
+        py = hb[:, None] * points[:, 5:] + t[:, 1:2] - 1
+        t = bbreg(t, reg)
+        for i, k in enumerate(ok):
+            if float(score[i]) > self.config.thresholds[2]:
+                out[k] = (t[i, :4].double().numpy(), float(score[i]),
+                          torch.stack([px[i], py[i]], 1).double().numpy())
+        return out
+
+    def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The copy the detector runs on (longer side at most max_side) and its scale."""
+        h, w = image.shape[:2]
+        scale = min(1.0, self.config.max_side / max(h, w))
+        if scale >= 1.0:
+            return image, 1.0
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return small, size[0] / w  # the scale actually applied (x), close to y's
+
+    def _face(self, box, prob, pts, scale: float) -> Face | None:
+        """A Face in the full image's frame, or None below min_score or with non-finite values."""
+        if prob is None or prob < self.config.min_score:
+            return None
+        box = np.asarray(box, dtype=np.float64)
+        pts = np.asarray(pts, dtype=np.float64).reshape(5, 2)
+        if not (np.all(np.isfinite(box)) and np.all(np.isfinite(pts))):
+            return None
+        face = Face(box=tuple(float(v) for v in box), score=float(prob), landmarks=pts)
+        return face.from_resized(scale) if scale < 1.0 else face
+
+
+def _is_cut(shape: tuple[int, ...], box: np.ndarray) -> bool:
+    """Whether MTCNN's square crop around ``box`` reaches outside the image."""
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    half = max(x2 - x1, y2 - y1) / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    h, w = shape[:2]
+    return cx - half < 1 or cy - half < 1 or cx + half > w or cy + half > h
+
+
+def _overlaps(shape: tuple[int, ...], x0: int, y0: int, x1: int, y1: int) -> bool:
+    """Whether the half-open box [x0, x1) x [y0, y1) is non-empty and meets the image."""
+    h, w = shape[:2]
+    return x1 > x0 and y1 > y0 and x1 > 0 and y1 > 0 and x0 < w and y0 < h
+
+
+def _crop(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """image[y0:y1, x0:x1] with the parts outside the image black."""
+    h, w = image.shape[:2]
+    out = np.zeros((y1 - y0, x1 - x0, image.shape[2]), image.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out

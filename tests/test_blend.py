@@ -115,7 +115,8 @@ def test_poisson_on_faces_cut_by_the_border(detector):
     mask = _union(img, patches)
     left = min(range(len(aligned)), key=lambda i: aligned[i].box[0])
     p = patches[left]
-    assert aligned[left].box[0] < 1 and p.x0 == 0  # its padded region was clipped ...
+    assert aligned[left].box[0] < 0.2 * aligned[left].size and p.x0 == 0  # its padded
+    # region was clipped by the border ...
     h, w = p.mask.shape
     region = (slice(p.y0, p.y0 + h), slice(p.x0, p.x0 + w))
     changed = np.abs(out[region].astype(int) - img[region].astype(int)).max(axis=2)
