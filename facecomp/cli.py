@@ -204,8 +204,10 @@ def video(
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
     detect_every: Annotated[int, typer.Option(
-        "--detect-every", min=1, help="Run the detector every K frames; tracked faces carry "
-                                      "over in between.")] = 1,
+        "--detect-every", min=1, help="Run the full detector every K frames (new faces are "
+                                      "found within K frames); in between, tracked faces are "
+                                      "re-measured by its fast last stage. 1: full detection "
+                                      "on every frame (slowest).")] = 5,
     start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
                                          "(seconds).")] = 0.0,
     end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")

@@ -17,9 +17,10 @@ from torch import nn
 from .align import AlignConfig, align_faces
 from .blend import BlendConfig, Patch, paste_faces
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
-from .detect import DetectConfig, Detector, MTCNNDetector
+from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError
 from .face import Face
+from .track import box_iou
 from .translate import TranslateConfig, Translator, resolve_device
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,26 @@ class FaceComp:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detector.detect(_check_image(image))
+
+    def refine(self, image: np.ndarray, faces: list[Face], passes: int = 2) -> list[Face] | None:
+        """Follow ``faces`` (from a nearby frame) into ``image`` without a full detection.
+
+        Each pass re-measures every face with the detector's ``refine`` (MTCNN's O-Net on the
+        previous box); two passes follow a face that moved a good part of its size. Faces the
+        detector no longer accepts are dropped, as are duplicates (two faces converging on one).
+        None if the detector cannot refine (then the caller keeps the faces it had).
+        """
+        refine = getattr(self.detector, "refine", None)
+        if refine is None:
+            return None
+        image = _check_image(image)
+        for _ in range(passes):
+            faces = [f for f in refine(image, faces) if f is not None]
+        kept: list[Face] = []
+        for f in sorted(faces, key=lambda f: -f.score):
+            if all(box_iou(f.box, k.box) <= 0.5 for k in kept):
+                kept.append(f)
+        return order_faces(kept)
 
     def _prepare(self, image: np.ndarray) -> _Pending:
         image = _check_image(image)

@@ -2,7 +2,8 @@
 
 Three threads joined by bounded queues, so memory stays flat however long the video:
   reader   demuxes the input, decodes video frames (upright RGB) and passes audio packets on;
-  main     detects faces (every ``detect_every`` frames), tracks them with smoothed landmarks,
+  main     detects faces (fully every ``detect_every`` frames, by re-measuring the tracked faces
+           in between), tracks them with smoothed landmarks,
            pools the crops of ``batch_frames`` consecutive frames into generator batches and
            pastes the results back;
   writer   encodes H.264 (yuv420p; yuv444p for odd sizes) with the input's timestamps, so
@@ -40,12 +41,14 @@ _END = object()
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """detect_every: run the detector every K frames (tracks carry faces in between);
+    """detect_every: run the full detector every K frames; in between, tracked faces are
+    re-measured by the detector's last stage alone (MTCNN's O-Net on the previous boxes: a few
+    ms instead of the image pyramid), so new faces are found within K frames;
     start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off)."""
 
-    detect_every: int = 1
+    detect_every: int = 5
     start: float = 0.0
     end: float | None = None
     crf: int = 18
@@ -268,10 +271,12 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
                 pending_audio.append(item)
                 continue
             t = time.perf_counter()
+            faces = None
             if index % c.detect_every == 0:
-                tracks = tracker.update(pipeline.detect(item.rgb), item.time)
-            else:
-                tracks = tracker.tracks
+                faces = pipeline.detect(item.rgb)
+            elif tracker.tracks:
+                faces = pipeline.refine(item.rgb, [tr.face for tr in tracker.tracks])
+            tracks = tracker.update(faces, item.time) if faces is not None else tracker.tracks
             timings["detect"] += time.perf_counter() - t
             live = [tr for tr in tracks if tr.face.size >= pipeline.config.min_face]
             ids.update(tr.id for tr in tracks)

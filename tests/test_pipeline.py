@@ -108,3 +108,21 @@ def test_the_shipped_default_model_runs(detector, group_image):
     assert len(r.translated) == 6
     assert np.array_equal(r.image[mask == 0], group_image[mask == 0])
     assert np.abs(r.image.astype(int) - group_image.astype(int))[mask >= 0.999].mean() > 1
+
+
+def test_refine_keeps_one_face_per_face_and_needs_a_refining_detector(detector, group_image):
+    fc = FaceComp(PhotoConfig(), generator=Identity(), info=make_info("test_identity"),
+                  detector=detector)
+    faces = fc.detect(group_image)
+    again = fc.refine(group_image, faces + faces[:2])  # two tracks on the same faces
+    assert len(again) == len(faces) == 6
+    for a, b in zip(faces, again):  # the same still image: the same faces, numbered alike
+        assert np.abs(a.landmarks - b.landmarks).max() < max(2.0, 0.03 * a.size)
+
+    class DetectOnly:
+        def detect(self, image):
+            return faces
+
+    plain = FaceComp(PhotoConfig(), generator=Identity(), info=make_info("test_identity"),
+                     detector=DetectOnly())
+    assert plain.refine(group_image, faces) is None

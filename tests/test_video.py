@@ -152,7 +152,8 @@ def test_smoothing_steadies_a_jittery_still_face_at_least_3x(tmp_path, detector)
         fc = FaceComp(PhotoConfig(), generator=Invert(), info=make_info("test_invert"),
                       detector=NoisyDetector(face))
         out = tmp_path / f"{name}.mp4"
-        translate_video(clip, out, fc, VideoConfig(preset="ultrafast", crf=12, track=track))
+        translate_video(clip, out, fc, VideoConfig(preset="ultrafast", crf=12, track=track,
+                                                   detect_every=1))
         c = _pasted_centres(out, still)
         moves[name] = np.linalg.norm(np.diff(c[5:], axis=0), axis=1).mean()
     print("pasted-face motion per frame (px):", moves)
