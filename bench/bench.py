@@ -11,7 +11,10 @@ median of repeats:
 ``generator``   the shipped default model at its crop size: faces/s at batch 1, 8, 32 per device
                 and precision, through ``Translator`` (the product path, uint8 in and out) and as
                 the bare network forward; achieved GFLOP/s / the peak conv's GFLOP/s in the same
-                dtype, sampled in turn with it = ``fraction_of_conv_peak``; how far bf16 (fp16)
+                dtype, sampled in turn with it = ``fraction_of_conv_peak`` (FLOPs executed: on
+                the CPU the Translator runs ``networks.inference_form``, the same function in
+                fewer FLOPs; ``model_fraction_of_conv_peak`` counts the model's own FLOPs, so it
+                can pass 1); how far bf16 (fp16)
                 outputs are from fp32 in uint8 levels; and the reference CycleGAN generator
                 (ResNet-9, ngf 64, 128 px) for context. On the CPU also torch's threads vs 1
                 thread, which tells whether the machine is busy (see ``thread_scaling``).
@@ -408,16 +411,24 @@ def measure_network(net: nn.Module, crops: np.ndarray, device: str, precision: s
     t = interleaved({"conv": probe.fn, "translator": lambda: translator(x_u8),
                      "forward": forward}, device, s)
     t_translator, t_forward = statistics.median(t["translator"]), statistics.median(t["forward"])
-    flops = gflop_per_face * batch * 1e9
+    # The Translator may run a rewritten network (networks.inference_form on the CPU) that
+    # computes the model's function with fewer multiply-adds: the hardware's rate is that of
+    # the FLOPs executed; "model_" rates count the model's own FLOPs per face.
+    flops = count_flops(forward)
+    model_flops = gflop_per_face * batch * 1e9
     return {"translator_faces_per_s": batch / t_translator,
             "forward_faces_per_s": batch / t_forward,
             "translator_over_forward": t_translator / t_forward,
+            "executed_gflop_per_face": flops / batch / 1e9,
             "gflops_per_s": flops / t_forward / 1e9,
+            "model_gflops_per_s": model_flops / t_forward / 1e9,
             "conv_peak_gflops_per_s": probe.flops / statistics.median(t["conv"]) / 1e9,
             "fraction_of_conv_peak": paired_rate_ratio(flops, t["forward"], probe.flops,
                                                        t["conv"]),
             "translator_fraction_of_conv_peak": paired_rate_ratio(
-                flops, t["translator"], probe.flops, t["conv"])}
+                flops, t["translator"], probe.flops, t["conv"]),
+            "model_fraction_of_conv_peak": paired_rate_ratio(model_flops, t["forward"],
+                                                             probe.flops, t["conv"])}
 
 
 def gflop_per_face(net: nn.Module, size: int) -> float:
@@ -578,17 +589,18 @@ def batching(path: Path, s: Settings) -> dict[str, Any]:
     """Translate time of all faces of ``path`` at the configured batch size and one by one."""
     from facecomp import FaceComp, PhotoConfig, TranslateConfig, Translator, read_image
     from facecomp.align import align_faces
+    from facecomp.checkpoint import load_generator, resolve_model
 
     fc = FaceComp(PhotoConfig())
     rgb = read_image(path).rgb
     crops, _ = align_faces(rgb, fc.detect(rgb), fc.align)
-    configured = fc.config.translate.batch_size
+    configured = fc.translator.batch_size
     out: dict[str, Any] = {"photo": path.name, "faces": len(crops), "batch_size": configured}
     if not len(crops):
         return out
     for device in devices():
         progress(f"photo: batched vs one at a time, {len(crops)} faces, {device}")
-        net = copy.deepcopy(fc.translator.generator)
+        net, _ = load_generator(resolve_model(None, "A2B"))  # the plain form, as a user's
         times = {}
         for bs in (configured, 1):
             tr = Translator(net, TranslateConfig(device=device, batch_size=bs))
@@ -979,11 +991,14 @@ def format_table(r: dict[str, Any]) -> str:
     g = r.get("generator", {})
     if "results" in g:
         lines.append(f"generator {g['model']['name']} {g['size']}px, {g['gflop_per_face']:.2f} "
-                     f"GFLOP/face -- faces/s translator (forward) [fraction of conv peak]")
+                     f"GFLOP/face -- faces/s translator (forward) [fraction of conv peak: "
+                     f"FLOPs executed, model FLOPs]")
         for dev, by_p in g["results"].items():
             for p, by_b in by_p.items():
                 cells = [f"b{b} {v['translator_faces_per_s']:.1f} ({v['forward_faces_per_s']:.1f}) "
-                         f"[{_f(v.get('fraction_of_conv_peak'))}]" for b, v in by_b.items()]
+                         f"[{_f(v.get('fraction_of_conv_peak'))}"
+                         f" model {_f(v.get('model_fraction_of_conv_peak'))}]"
+                         for b, v in by_b.items()]
                 lines.append(f"  {dev} {p:4s} " + "  ".join(cells))
         for dev, diffs in g["precision_diff"].items():
             for p, d in diffs.items():

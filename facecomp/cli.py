@@ -51,8 +51,9 @@ DeviceOpt = Annotated[str, typer.Option(
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="Generator arithmetic: auto (bf16/fp16 on a GPU; on the CPU bf16 where "
                         "a quick check finds it faster, else fp32), fp32, bf16, fp16.")]
-BatchOpt = Annotated[int, typer.Option(
-    "--batch-size", min=1, max=4096, help="Face crops per generator pass.")]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, max=4096, help="Face crops per generator pass (default: 8 on the "
+                                          "CPU, 16 on a GPU).")]
 BlendOpt = Annotated[Blend, typer.Option(
     "--blend", case_sensitive=False,
     help="feather: soft-mask composite; poisson: gradient-domain cv2.seamlessClone.")]
@@ -121,7 +122,7 @@ def photo(
     color_match: ColorMatchOpt = True,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     min_face: MinFaceOpt = 16,
     faces: FacesOpt = "all",
     min_score: MinScoreOpt = 0.9,
@@ -196,7 +197,7 @@ def video(
     color_match: ColorMatchOpt = True,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
     min_face: MinFaceOpt = 16,
     min_score: MinScoreOpt = 0.9,
     detect_side: DetectSideOpt = 2000,
@@ -559,7 +560,7 @@ def evaluate(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as "
                                                      "JSON.")] = None,
     device: DeviceOpt = "auto",
-    batch_size: BatchOpt = 16,
+    batch_size: BatchOpt = None,
 ) -> None:
     """Score a model on held-out faces: cycle L1 both ways, identity L1, change in the face.
 

@@ -86,7 +86,7 @@ def _l1(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 def evaluate(model: str | Path | None, a: Path, b: Path, *, limit: int | None = None,
              grid: Path | None = None, n_grid: int = 32, device: str = "auto",
-             batch_size: int = 16) -> EvalReport:
+             batch_size: int | None = None) -> EvalReport:
     """Score both generators of ``model`` on held-out crops of domains A and B."""
     g_path, f_path = resolve_model(model, "A2B"), resolve_model(model, "B2A")
     cfg = TranslateConfig(device=device, batch_size=batch_size)

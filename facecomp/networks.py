@@ -103,6 +103,117 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
+class UpsampleConv(nn.Module):
+    """``Upsample(x2, nearest)`` then a 3x3 convolution (padding 1), computed on the small input.
+
+    Nearest upsampling repeats each pixel 2x2, so each of the four output phases (row and column
+    parity) is a 2x2 convolution of the small input whose taps are sums of the 3x3 kernel's.
+    One 2x2 convolution with 4x the output channels computes all four on the zero-padded small
+    input, and four strided copies interleave them: the same function within float rounding,
+    for 4/9 of the multiply-adds and without the upsampled tensor.
+    """
+
+    # the 3x3 taps that land on small-input offset p (rows of the 2x3 matrix) for parity a
+    _TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        w = conv.weight.detach()
+        o, i = w.shape[:2]
+        taps = torch.tensor(self._TAPS, dtype=w.dtype, device=w.device)
+        k = torch.einsum("apy,bqx,oiyx->aboipq", taps, taps, w).reshape(4 * o, i, 2, 2)
+        self.conv = nn.Conv2d(i, 4 * o, 2, padding=1, bias=conv.bias is not None).to(w.device)
+        with torch.no_grad():
+            self.conv.weight.copy_(k)
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias.detach().repeat(4))
+        self.out_channels = o
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        o = self.out_channels
+        z = self.conv(x)  # (n, 4o, h+1, w+1): phase (a, b) of output (y, x) is z[.., y+a, x+b]
+        out = torch.empty((n, o, 2 * h, 2 * w), dtype=z.dtype, device=z.device,
+                          memory_format=torch.channels_last)
+        for a in (0, 1):
+            for b in (0, 1):
+                k = 2 * a + b
+                out[:, :, a::2, b::2] = z[:, k * o:(k + 1) * o, a:a + h, b:b + w]
+        return out
+
+
+class SpaceToDepthConv(nn.Module):
+    """A stride-1 unpadded KxK convolution with few output channels, on a 2x2 space-to-depth view.
+
+    oneDNN's CPU convolutions vectorise over output channels, 16 at a time, so the generator's
+    final 3-channel convolution runs at a fifth of the machine's rate. The same function over
+    ``pixel_unshuffle(x, 2)`` has 4x the input and output channels and a ceil((K+1)/2) kernel;
+    ``pixel_shuffle`` puts the output back. More multiply-adds (zero taps), less time.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        w = conv.weight.detach()
+        o, i, k, _ = w.shape
+        kp = (k + 2) // 2
+        big = torch.zeros(o, 2, 2, i, 2, 2, kp, kp, dtype=w.dtype, device=w.device)
+        for a in (0, 1):  # output parity (rows); b: columns
+            for q in (0, 1):  # input parity; p: tap of the new kernel
+                for p in range(kp):
+                    dy = 2 * p + q - a
+                    if not 0 <= dy < k:
+                        continue
+                    for b in (0, 1):
+                        for r in (0, 1):
+                            for t in range(kp):
+                                dx = 2 * t + r - b
+                                if 0 <= dx < k:
+                                    big[:, a, b, :, q, r, p, t] = w[:, :, dy, dx]
+        self.conv = nn.Conv2d(4 * i, 4 * o, kp, bias=conv.bias is not None).to(w.device)
+        with torch.no_grad():
+            self.conv.weight.copy_(big.reshape(4 * o, 4 * i, kp, kp))
+            if conv.bias is not None:
+                self.conv.bias.copy_(conv.bias.detach().repeat_interleave(4))
+        self.kernel = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2] - self.kernel + 1, x.shape[3] - self.kernel + 1
+        if h % 2 or w % 2:
+            raise ValueError(f"SpaceToDepthConv needs an even output size, got {h}x{w}")
+        kp = self.conv.kernel_size[0]
+        x = x[:, :, :h + 2 * (kp - 1), :w + 2 * (kp - 1)]  # the rows and columns it reads
+        return nn.functional.pixel_shuffle(self.conv(nn.functional.pixel_unshuffle(x, 2)), 2)
+
+
+def inference_form(net: nn.Module) -> nn.Module:
+    """A :class:`ResnetGenerator`'s layers rewritten for fast CPU inference, the same function
+    within float rounding: resize-upsampling layers become :class:`UpsampleConv` and the final
+    3-channel convolution a :class:`SpaceToDepthConv`. Other networks are returned as they are.
+    Training keeps the plain form (its parameters are what checkpoints store)."""
+    if not isinstance(net, ResnetGenerator):
+        return net
+    layers = list(net.model)
+    out: list[nn.Module] = []
+    k = 0
+    while k < len(layers):
+        m = layers[k]
+        nxt = layers[k + 1] if k + 1 < len(layers) else None
+        if (isinstance(m, nn.Upsample) and m.mode == "nearest" and m.scale_factor in (2, 2.0)
+                and isinstance(nxt, nn.Conv2d) and nxt.kernel_size == (3, 3)
+                and nxt.stride == (1, 1) and nxt.padding == (1, 1) and nxt.groups == 1):
+            out.append(UpsampleConv(nxt))
+            k += 2
+            continue
+        if (isinstance(m, nn.Conv2d) and m.out_channels < 16 and m.stride == (1, 1)
+                and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1
+                and m.kernel_size[0] == m.kernel_size[1] > 1):
+            out.append(SpaceToDepthConv(m))
+        else:
+            out.append(m)
+        k += 1
+    return nn.Sequential(*out).eval()  # unchanged layers are shared, not copied
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet_generator": ResnetGenerator,
     "patch_discriminator": PatchDiscriminator,

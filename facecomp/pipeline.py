@@ -142,7 +142,7 @@ class FaceComp:
             p = self._prepare(image)
             pending.append(p)
             n_crops += len(p.crops)
-            if n_crops >= self.config.translate.batch_size or \
+            if n_crops >= self.translator.batch_size or \
                     len(pending) >= self.config.max_photos_pending:
                 yield from self._finish(pending)
                 pending, n_crops = [], 0

@@ -63,3 +63,32 @@ def test_a_resize_checkpoint_records_its_mode_and_round_trips(tmp_path):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.equal(gen(x), loaded(x))
+
+
+@pytest.mark.parametrize("upsample", ["resize", "transpose"])
+@pytest.mark.parametrize("size", [64, 100])
+def test_the_inference_form_computes_the_same_function(upsample, size):
+    """Translator runs inference_form(generator) on the CPU: fewer multiply-adds (resize
+    upsampling on the small input, the 3-channel output conv on a space-to-depth view), the
+    same outputs within float rounding, the original's parameters untouched."""
+    from facecomp.networks import SpaceToDepthConv, UpsampleConv, inference_form
+
+    torch.manual_seed(0)
+    net = ResnetGenerator(ngf=8, n_blocks=2, upsample=upsample).eval()
+    for p in net.parameters():  # larger weights than the init: differences would show
+        p.data.mul_(3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = inference_form(net)
+    kinds = [type(m) for m in fast]
+    assert kinds.count(UpsampleConv) == (2 if upsample == "resize" else 0)
+    assert isinstance(fast[-2], SpaceToDepthConv)  # the 3-channel output conv (before tanh)
+    x = torch.rand(3, 3, size, size) * 2 - 1
+    with torch.inference_mode():
+        ref, out = net(x), fast(x)
+        out_cl = fast.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last))
+    assert ref.shape == out.shape
+    assert (ref - out).abs().max() < 1e-4 and (ref - out_cl).abs().max() < 1e-4
+    assert ref.std() > 0.1  # a non-trivial function was compared
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert inference_form(torch.nn.Conv2d(3, 3, 3)).__class__ is torch.nn.Conv2d

@@ -57,6 +57,9 @@ def test_many_crops_go_through_in_chunks_of_the_batch_size():
     gen = Counting(Invert())
     out = Translator(gen, TranslateConfig(device="cpu", batch_size=8))(_crops(35))
     assert gen.calls == [8, 8, 8, 8, 3] and out.shape == (35, 32, 32, 3)
+    gen = Counting(Invert())  # the CPU default: 8 (larger batches fall out of the cache)
+    Translator(gen, TranslateConfig(device="cpu"))(_crops(20))
+    assert gen.calls == [8, 8, 4]
 
 
 def test_bf16_stays_close_to_fp32():
