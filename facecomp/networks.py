@@ -147,8 +147,8 @@ class SpaceToDepthConv(nn.Module):
 
     oneDNN's CPU convolutions vectorise over output channels, 16 at a time, so the generator's
     final 3-channel convolution runs at a fifth of the machine's rate. The same function over
-    ``pixel_unshuffle(x, 2)`` has 4x the input and output channels and a ceil((K+1)/2) kernel;
-    ``pixel_shuffle`` puts the output back. More multiply-adds (zero taps), less time.
+    a 2x2 space-to-depth view of ``x`` has 4x the input and output channels and a
+    ceil((K+1)/2) kernel; ``pixel_shuffle`` puts the output back. More multiply-adds (zero taps), less time.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -171,7 +171,9 @@ class SpaceToDepthConv(nn.Module):
                                     big[:, a, b, :, q, r, p, t] = w[:, :, dy, dx]
         self.conv = nn.Conv2d(4 * i, 4 * o, kp, bias=conv.bias is not None).to(w.device)
         with torch.no_grad():
-            self.conv.weight.copy_(big.reshape(4 * o, 4 * i, kp, kp))
+            # input channels in _space_to_depth's order: (row parity, column parity, channel)
+            self.conv.weight.copy_(big.permute(0, 1, 2, 4, 5, 3, 6, 7).reshape(4 * o, 4 * i,
+                                                                               kp, kp))
             if conv.bias is not None:
                 self.conv.bias.copy_(conv.bias.detach().repeat_interleave(4))
         self.kernel = k
@@ -182,7 +184,17 @@ class SpaceToDepthConv(nn.Module):
             raise ValueError(f"SpaceToDepthConv needs an even output size, got {h}x{w}")
         kp = self.conv.kernel_size[0]
         x = x[:, :, :h + 2 * (kp - 1), :w + 2 * (kp - 1)]  # the rows and columns it reads
-        return nn.functional.pixel_shuffle(self.conv(nn.functional.pixel_unshuffle(x, 2)), 2)
+        return nn.functional.pixel_shuffle(self.conv(_space_to_depth(x)), 2)
+
+
+def _space_to_depth(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, 4C, H/2, W/2), channels (row parity, column parity, C), returned
+    channels_last. One copy that moves whole pixels (C contiguous values) when ``x`` is
+    channels_last: 7x faster here than ``pixel_unshuffle``, whose channel order needs a
+    transposing copy."""
+    n, c, h, w = x.shape
+    y = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
+    return y.permute(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c).permute(0, 3, 1, 2)
 
 
 def inference_form(net: nn.Module) -> nn.Module:
