@@ -109,6 +109,20 @@ def test_channels_last_nets_find_what_plain_mtcnn_finds(detector, group_image):
         assert abs(face.score - probs[k]) < 1e-4
 
 
+@pytest.mark.parametrize("name", [None, "group_07_solvay1927_gray.jpg"])
+def test_own_detect_face_gives_facenets_numbers_bit_for_bit(detector, group_image, name):
+    """_detect_face batches R-Net's and O-Net's crops by size; the numbers must not change."""
+    img = group_image if name is None else np.ascontiguousarray(load_rgb(media(name)))
+    boxes, points = detector._detect_face(img)
+    ref_boxes, ref_probs, ref_points = detector._mtcnn.detect(img, landmarks=True)
+    ref = np.concatenate([ref_boxes.astype(np.float32), ref_probs.astype(np.float32)[:, None],
+                          ref_points.astype(np.float32).reshape(-1, 10)], axis=1)
+    ours = np.concatenate([boxes, points.reshape(-1, 10)], axis=1)
+    assert len(ours) == len(ref) >= 6
+    key = lambda a: a[np.lexsort(a[:, :2].T)]  # noqa: E731 - facenet orders ties differently
+    assert np.array_equal(key(ours), key(ref))
+
+
 def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     m = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(image, m, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
