@@ -114,8 +114,9 @@ class MTCNNDetector:
 
         m = self._mtcnn
         th = m.thresholds
+        dev = next(m.pnet.parameters()).device
         h, w = img.shape[:2]
-        pyramid = torch.as_tensor(img.copy()).unsqueeze(0).permute(0, 3, 1, 2).float()
+        pyramid = torch.as_tensor(img.copy(), device=dev).unsqueeze(0).permute(0, 3, 1, 2).float()
         scale = 12.0 / m.min_face_size
         side = min(h, w) * scale
         boxes_s, picks, offset = [], [], 0
@@ -129,8 +130,7 @@ class MTCNNDetector:
             scale *= m.factor
             side *= m.factor
         boxes = torch.cat(boxes_s)[torch.cat(picks)]
-        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4],
-                                  torch.zeros(len(boxes), dtype=torch.long), 0.7)]
+        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7)]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
                              boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
@@ -138,20 +138,19 @@ class MTCNNDetector:
         boxes = rerec(boxes)
         if len(boxes):  # stage 2: R-Net on 24x24 crops
             crops, keep = _area_crops(img, boxes, w, h, 24)
-            boxes = boxes[keep]
-            reg, probs = _in_chunks(m.rnet, (crops - 127.5) * 0.0078125)
+            boxes = boxes[keep.to(dev)]
+            reg, probs = _in_chunks(m.rnet, (crops.to(dev) - 127.5) * 0.0078125)
             score = probs[:, 1]
             ok = score > th[1]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
             reg = reg[ok]
-            pick = batched_nms(boxes[:, :4], boxes[:, 4],
-                               torch.zeros(len(boxes), dtype=torch.long), 0.7)
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7)
             boxes = rerec(bbreg(boxes[pick], reg[pick]))
         points = np.zeros((0, 5, 2), np.float32)
         if len(boxes):  # stage 3: O-Net on 48x48 crops, landmarks
             crops, keep = _area_crops(img, boxes, w, h, 48)
-            boxes = boxes[keep]
-            reg, pts, probs = _in_chunks(m.onet, (crops - 127.5) * 0.0078125)
+            boxes = boxes[keep.to(dev)]
+            reg, pts, probs = _in_chunks(m.onet, (crops.to(dev) - 127.5) * 0.0078125)
             score = probs[:, 1]
             ok = score > th[2]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
@@ -162,10 +161,9 @@ class MTCNNDetector:
             py = hb[:, None] * pts[:, 5:] + boxes[:, 1:2] - 1
             pts = torch.stack((px, py), dim=2)
             boxes = bbreg(boxes, reg)
-            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4],
-                                     torch.zeros(len(boxes), dtype=torch.long), 0.7, "Min")
-            boxes, points = boxes[pick], pts[pick].numpy()
-        return boxes.numpy().reshape(-1, 5), points
+            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7, "Min")
+            boxes, points = boxes[pick], pts[pick].cpu().numpy()
+        return boxes.cpu().numpy().reshape(-1, 5), points
 
     def refine(self, image: np.ndarray, faces: list[Face]) -> list[Face | None]:
         """Re-measure faces known from a nearby video frame, with O-Net alone.
@@ -202,7 +200,9 @@ class MTCNNDetector:
         crops = torch.cat([imresample(torch.from_numpy(_crop(small, x1 - 1, y1 - 1, x2, y2))
                                       .permute(2, 0, 1).unsqueeze(0).float(), (48, 48))
                            for x1, y1, x2, y2 in (corners[k] for k in ok)])
-        reg, points, probs = self._mtcnn.onet((crops - 127.5) * 0.0078125)
+        dev = next(self._mtcnn.onet.parameters()).device
+        reg, points, probs = (v.cpu() for v in
+                              self._mtcnn.onet((crops.to(dev) - 127.5) * 0.0078125))
         t = t[ok]
         score = probs[:, 1]
         wb = t[:, 2] - t[:, 0] + 1
@@ -284,6 +284,11 @@ def _area_crops(img: np.ndarray, boxes: torch.Tensor, w: int, h: int,
         crops = np.stack([img[y0[i]:y0[i] + ch, x0[i]:x0[i] + cw] for i in at])
         out[at] = imresample(torch.from_numpy(crops).permute(0, 3, 1, 2).float(), (size, size))
     return out, torch.from_numpy(keep)
+
+
+def _zeros(boxes: torch.Tensor) -> torch.Tensor:
+    """Image index 0 for every box (one image), on the boxes' device, for batched NMS."""
+    return torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
 
 
 def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int = 512) -> tuple:
