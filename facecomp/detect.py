@@ -129,6 +129,8 @@ class MTCNNDetector:
             offset += b.shape[0]
             scale *= m.factor
             side *= m.factor
+        if not boxes_s:  # smaller than one 12 px window at the smallest face size
+            return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         boxes = torch.cat(boxes_s)[torch.cat(picks)]
         boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7)]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -139,6 +141,7 @@ class MTCNNDetector:
         if len(boxes):  # stage 2: R-Net on 24x24 crops
             crops, keep = _area_crops(img, boxes, w, h, 24)
             boxes = boxes[keep.to(dev)]
+        if len(boxes):
             reg, probs = _in_chunks(m.rnet, (crops.to(dev) - 127.5) * 0.0078125)
             score = probs[:, 1]
             ok = score > th[1]
@@ -150,6 +153,7 @@ class MTCNNDetector:
         if len(boxes):  # stage 3: O-Net on 48x48 crops, landmarks
             crops, keep = _area_crops(img, boxes, w, h, 48)
             boxes = boxes[keep.to(dev)]
+        if len(boxes):
             reg, pts, probs = _in_chunks(m.onet, (crops.to(dev) - 127.5) * 0.0078125)
             score = probs[:, 1]
             ok = score > th[2]
@@ -294,4 +298,4 @@ def _zeros(boxes: torch.Tensor) -> torch.Tensor:
 def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int = 512) -> tuple:
     """``net(x)`` in chunks of 512, as facenet-pytorch runs R-Net and O-Net."""
     outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
-    return tuple(torch.cat(v) for v in zip(*outs)) if outs else tuple()
+    return tuple(torch.cat(v) for v in zip(*outs))

@@ -64,6 +64,8 @@ def test_large_photos_are_detected_on_a_downscaled_copy_and_mapped_back(group_im
 def test_a_tiny_or_flat_image_has_no_faces(detector):
     assert detector.detect(np.zeros((1, 1, 3), np.uint8)) == []
     assert detector.detect(np.full((64, 48, 3), 128, np.uint8)) == []
+    noise = np.random.default_rng(0).integers(0, 256, (14, 200, 3), dtype=np.uint8)
+    assert detector.detect(noise) == []  # no pyramid level at all (facenet-pytorch raised)
 
 
 def test_faces_upscaled_4x_are_still_found(detector):
