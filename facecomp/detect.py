@@ -175,13 +175,16 @@ class MTCNNDetector:
         Each face's box is squared and cropped from ``image``; MTCNN's last stage gives a new
         score, box and landmarks. This is the full detector's final step run on the previous
         boxes instead of on R-Net's candidates, at a small fraction of the cost of the image
-        pyramid. A face that O-Net no longer accepts (it left, or turned away) comes back None.
+        pyramid. A face that O-Net no longer accepts (its own threshold, ``thresholds[2]``: a
+        face found at ``min_score`` keeps being followed down to it) comes back None.
         """
         if not faces:
             return []
         small, scale = self._downscaled(image)
         boxes = [(np.asarray(f.box, np.float64) + 0.5) * scale - 0.5 for f in faces]
-        return [None if r is None else self._face(*r, scale) for r in self._onet(small, boxes)]
+        # hysteresis: a face once found at min_score is kept while O-Net accepts it at all
+        return [None if r is None else self._face(*r, scale, min_score=self.config.thresholds[2])
+                for r in self._onet(small, boxes)]
 
     @torch.inference_mode()
     def _onet(self, small: np.ndarray, boxes: list[np.ndarray]) -> list[tuple | None]:
@@ -230,9 +233,10 @@ class MTCNNDetector:
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         return small, size[0] / w  # the scale actually applied (x), close to y's
 
-    def _face(self, box, prob, pts, scale: float) -> Face | None:
-        """A Face in the full image's frame, or None below min_score or with non-finite values."""
-        if prob is None or prob < self.config.min_score:
+    def _face(self, box, prob, pts, scale: float, min_score: float | None = None) -> Face | None:
+        """A Face in the full image's frame, or None below ``min_score`` (the config's unless
+        given) or with non-finite values."""
+        if prob is None or prob < (self.config.min_score if min_score is None else min_score):
             return None
         box = np.asarray(box, dtype=np.float64)
         pts = np.asarray(pts, dtype=np.float64).reshape(5, 2)

@@ -41,9 +41,10 @@ _END = object()
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """detect_every: run the full detector every K frames; in between, tracked faces are
-    re-measured by the detector's last stage alone (MTCNN's O-Net on the previous boxes: a few
-    ms instead of the image pyramid), so new faces are found within K frames;
+    """detect_every: run the full detector at least every K frames; in between, the faces of the
+    last frame are re-measured by the detector's last stage alone (MTCNN's O-Net on the previous
+    boxes: a few ms instead of the image pyramid), and a face lost that way sends the frame to
+    the full detector at once; new faces are found within K frames;
     start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off)."""
@@ -262,7 +263,7 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
     try:
         batch: list[tuple[_Frame, list, list[int]]] = []
         pending_audio: list = []
-        index = 0
+        index, last_full = 0, -c.detect_every
         while True:
             item = _get(q_in, stop, errors)
             if item is _END:
@@ -272,10 +273,16 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
                 continue
             t = time.perf_counter()
             faces = None
-            if index % c.detect_every == 0:
+            if index - last_full < c.detect_every:
+                # follow the faces seen in the last frame; if one is lost, look again in full
+                seen = [tr.face for tr in tracker.tracks if tr.missed == 0]
+                faces = pipeline.refine(item.rgb, seen) if seen else []
+                if faces is not None and len(faces) < len(seen):
+                    faces = None
+                    last_full = -c.detect_every
+            if index - last_full >= c.detect_every:
                 faces = pipeline.detect(item.rgb)
-            elif tracker.tracks:
-                faces = pipeline.refine(item.rgb, [tr.face for tr in tracker.tracks])
+                last_full = index
             tracks = tracker.update(faces, item.time) if faces is not None else tracker.tracks
             timings["detect"] += time.perf_counter() - t
             live = [tr for tr in tracks if tr.face.size >= pipeline.config.min_face]

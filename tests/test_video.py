@@ -299,3 +299,55 @@ def test_cli_video(clip, tmp_path, invert_model):
     assert r.exit_code == 1 and "already exists" in r.stderr
     r = CliRunner().invoke(app, ["video", str(tmp_path / "none.mp4")])
     assert r.exit_code == 1 and "no such file" in r.stderr and "Traceback" not in r.output
+
+
+class Recording:
+    """The real detector, with a log of which frames it ran in full on (by frame brightness
+    marker: each test frame k has its top-left pixel set to k)."""
+
+    def __init__(self, detector) -> None:
+        self.detector, self.full = detector, []
+
+    def detect(self, image):
+        self.full.append(int(image[0, 0, 0]))
+        return self.detector.detect(image)
+
+    def refine(self, image, faces):
+        return self.detector.refine(image, faces)
+
+
+def _marked(frames: list[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for k, f in enumerate(frames):
+        f = f.copy()
+        f[:8, :8] = k * 5  # survives the codec as a flat block; decoded value ~ k * 5
+        out.append(f)
+    return out
+
+
+def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
+        tmp_path, detector):
+    moving = moving_face_frames(20)
+    blank = np.full_like(moving[0], (90, 120, 150))
+    cases = {"followed": moving, "leaves at frame 7": moving[:7] + [blank] * 13}
+    runs = {}
+    for name, frames in cases.items():
+        clip = tmp_path / "c.mp4"
+        make_clip(clip, _marked(frames), audio=False)
+        rec = Recording(detector)
+        fc = FaceComp(PhotoConfig(), generator=Invert(), info=make_info("test_invert"),
+                      detector=rec)
+        report = translate_video(clip, tmp_path / "o.mp4", fc,
+                                 VideoConfig(preset="ultrafast", detect_every=5), overwrite=True)
+        runs[name] = ([round(v / 5) for v in rec.full], report.face_frames)
+        if name == "followed":  # the pasted face moves with the face (3 px/frame), every frame
+            xs = [np.nonzero(np.abs(o.astype(int) - i.astype(int)).max(axis=2) > 60)[1].mean()
+                  for o, i in zip(frames_of(tmp_path / "o.mp4"), frames_of(clip))]
+            steps = np.diff(xs)
+            assert steps.min() > 1.0 and steps.max() < 5.0, np.round(steps, 1)
+    # followed by refine: full detections only every 5 frames, the face in every frame
+    assert runs["followed"] == ([0, 5, 10, 15], 20), runs
+    # lost at frame 7: the full detector looks at frame 7 at once, then every 5 frames
+    full, face_frames = runs["leaves at frame 7"]
+    assert full == [0, 5, 7, 12, 17], runs
+    assert 7 <= face_frames <= 7 + TrackConfig().max_missed, runs
