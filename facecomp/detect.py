@@ -81,7 +81,16 @@ class MTCNNDetector:
         small, scale = self._downscaled(image)
         if min(small.shape[:2]) < 12:  # MTCNN's smallest window
             return []
-        boxes, points = self._detect_face(np.ascontiguousarray(small))
+        small = np.ascontiguousarray(small)
+        if self.device == "cpu":
+            boxes, points = self._detect_face(small)
+        else:  # facenet-pytorch's own loop: the path measured on a GPU so far
+            found_boxes, probs, found_points = self._mtcnn.detect(small, landmarks=True)
+            if found_boxes is None:
+                return []
+            boxes = np.concatenate([np.asarray(found_boxes, np.float32),
+                                    np.asarray(probs, np.float32)[:, None]], axis=1)
+            points = np.asarray(found_points, np.float32)
         found = [(b[:4].astype(np.float64), float(b[4]), q.astype(np.float64))
                  for b, q in zip(boxes, points)]
         # facenet-pytorch stretches the crop of a face cut by the border, so its landmarks slide

@@ -123,6 +123,13 @@ def test_own_detect_face_gives_facenets_numbers_bit_for_bit(detector, group_imag
     assert len(ours) == len(ref) >= 6
     key = lambda a: a[np.lexsort(a[:, :2].T)]  # noqa: E731 - facenet orders ties differently
     assert np.array_equal(key(ours), key(ref))
+    # off the CPU the detector calls facenet-pytorch's own loop; both branches agree
+    other = MTCNNDetector(detector.config)
+    other.device = "elsewhere"  # takes that branch while the nets stay on the CPU
+    mine, theirs = detector.detect(img), other.detect(img)
+    assert len(mine) == len(theirs) >= 6
+    for a, b in zip(mine, theirs):
+        assert a.box == b.box and np.array_equal(a.landmarks, b.landmarks)
 
 
 def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
