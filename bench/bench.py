@@ -882,15 +882,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
@@ -903,11 +894,13 @@ def git_commit() -> str | None:
 
 
 def machine() -> dict[str, Any]:
+    from facecomp.translate import cpu_name
+
     flags = cpu_flags()
     cuda = torch.cuda.is_available()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_name(), "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
         "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
         "torch": torch.__version__, "python": platform.python_version(),

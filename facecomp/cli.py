@@ -284,7 +284,7 @@ class _Bar:
 
 
 def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
-                  faces, min_score, detect_side, mask_scale, feather, strength=1.0):
+                  faces, min_score, detect_side, mask_scale, feather, strength):
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
     from .detect import DetectConfig

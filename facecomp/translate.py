@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
+from .io import atomic_path
 from .networks import inference_form
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -87,7 +88,7 @@ def cpu_bf16_is_faster() -> bool:
         return forced == "1"
     if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return False
-    key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    key = f"{cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
     cache = _cache_dir() / "cpu_bf16.json"
     try:
         known = json.loads(cache.read_text())
@@ -98,10 +99,9 @@ def cpu_bf16_is_faster() -> bool:
     faster = _measure_bf16_speedup() >= 1.25
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**(known if isinstance(known, dict) else {}), key: faster}))
-        os.replace(tmp, cache)
-    except OSError:
+        with atomic_path(cache, overwrite=True) as tmp:
+            tmp.write_text(json.dumps({**(known if isinstance(known, dict) else {}), key: faster}))
+    except (OSError, OutputError):
         pass  # a read-only home only costs the measurement next time
     return faster
 
@@ -125,7 +125,8 @@ def _measure_bf16_speedup(rounds: int = 5) -> float:
     return sorted(ratios)[len(ratios) // 2]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
