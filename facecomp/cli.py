@@ -248,8 +248,9 @@ def video(
         finally:
             bar.close()
         t = report.timings
+        tracks = f"{report.tracks} track" + ("" if report.tracks == 1 else "s")
         _info(f"{src} -> {dst}: {report.frames} frames, {report.face_frames} faces in "
-              f"{report.tracks} tracks, {report.seconds:.1f} s ({report.fps:.1f} fps)")
+              f"{tracks}, {report.seconds:.1f} s ({report.fps:.1f} fps)")
         logging.getLogger("facecomp").info(
             "time per stage: %s", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
         return 0
