@@ -49,7 +49,9 @@ class DetectConfig:
 
 
 class Detector(Protocol):
-    """What the pipeline needs from a detector; tests can swap in a fake."""
+    """What the pipeline needs from a detector; tests can swap in a fake. A detector may also
+    have ``refine(image, faces, passes) -> list[Face | None]`` (see
+    :meth:`MTCNNDetector.refine`); video then follows faces between full detections."""
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 HxWx3 image, numbered left to right."""
@@ -178,22 +180,30 @@ class MTCNNDetector:
             boxes, points = boxes[pick], pts[pick].cpu().numpy()
         return boxes.cpu().numpy().reshape(-1, 5), points
 
-    def refine(self, image: np.ndarray, faces: list[Face]) -> list[Face | None]:
+    def refine(self, image: np.ndarray, faces: list[Face], passes: int = 1
+               ) -> list[Face | None]:
         """Re-measure faces known from a nearby video frame, with O-Net alone.
 
         Each face's box is squared and cropped from ``image``; MTCNN's last stage gives a new
         score, box and landmarks. This is the full detector's final step run on the previous
         boxes instead of on R-Net's candidates, at a small fraction of the cost of the image
-        pyramid. A face that O-Net no longer accepts (its own threshold, ``thresholds[2]``: a
-        face found at ``min_score`` keeps being followed down to it) comes back None.
+        pyramid; each further pass starts from the last pass's box (a face that moved a good
+        part of its size needs two). A face that O-Net no longer accepts (its own threshold,
+        ``thresholds[2]``: a face found at ``min_score`` keeps being followed down to it) comes
+        back None.
         """
         if not faces:
             return []
         small, scale = self._downscaled(image)
-        boxes = [(np.asarray(f.box, np.float64) + 0.5) * scale - 0.5 for f in faces]
+        found: list[tuple | None] = [
+            (((np.asarray(f.box, np.float64) + 0.5) * scale - 0.5), None, None) for f in faces]
+        for _ in range(passes):
+            live = [k for k, r in enumerate(found) if r is not None]
+            for k, r in zip(live, self._onet(small, [found[k][0] for k in live])):
+                found[k] = r
         # hysteresis: a face once found at min_score is kept while O-Net accepts it at all
-        return [None if r is None else self._face(*r, scale, min_score=self.config.thresholds[2])
-                for r in self._onet(small, boxes)]
+        return [None if r is None or r[1] is None
+                else self._face(*r, scale, min_score=self.config.thresholds[2]) for r in found]
 
     @torch.inference_mode()
     def _onet(self, small: np.ndarray, boxes: list[np.ndarray]) -> list[tuple | None]:

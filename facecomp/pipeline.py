@@ -154,7 +154,7 @@ class FaceComp:
     def refine(self, image: np.ndarray, faces: list[Face], passes: int = 2) -> list[Face] | None:
         """Follow ``faces`` (from a nearby frame) into ``image`` without a full detection.
 
-        Each pass re-measures every face with the detector's ``refine`` (MTCNN's O-Net on the
+        The detector's ``refine`` re-measures every face ``passes`` times (MTCNN's O-Net on the
         previous box); two passes follow a face that moved a good part of its size. Faces the
         detector no longer accepts are dropped, as are duplicates (two faces converging on one).
         None if the detector cannot refine (then the caller keeps the faces it had).
@@ -163,8 +163,7 @@ class FaceComp:
         if refine is None:
             return None
         image = _check_image(image)
-        for _ in range(passes):
-            faces = [f for f in refine(image, faces) if f is not None]
+        faces = [f for f in refine(image, faces, passes=passes) if f is not None]
         kept: list[Face] = []
         for f in sorted(faces, key=lambda f: -f.score):
             if all(box_iou(f.box, k.box) <= 0.5 for k in kept):

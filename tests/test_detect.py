@@ -145,7 +145,9 @@ def test_refine_follows_faces_that_moved_as_full_detection_sees_them(group_image
     before = det.detect(image)
     moved = _shifted(image, 7.0, -5.0)
     full = det.detect(moved)
-    refined = det.refine(moved, det.refine(moved, before))  # two passes, as FaceComp.refine
+    refined = det.refine(moved, before, passes=2)  # as FaceComp.refine
+    assert [r.box for r in refined] == [r.box for r in det.refine(moved, det.refine(moved,
+                                                                                  before))]
     assert len(refined) == len(full) == 6 and all(f is not None for f in refined)
     for a, b, r in zip(before, full, refined):
         assert r.score >= 0.9

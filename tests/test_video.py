@@ -312,8 +312,8 @@ class Recording:
         self.full.append(int(image[0, 0, 0]))
         return self.detector.detect(image)
 
-    def refine(self, image, faces):
-        return self.detector.refine(image, faces)
+    def refine(self, image, faces, passes=1):
+        return self.detector.refine(image, faces, passes)
 
 
 def _marked(frames: list[np.ndarray]) -> list[np.ndarray]:
