@@ -205,9 +205,10 @@ def video(
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
     detect_every: Annotated[int, typer.Option(
-        "--detect-every", min=1, help="Run the full detector every K frames (new faces are "
-                                      "found within K frames); in between, tracked faces are "
-                                      "re-measured by its fast last stage. 1: full detection "
+        "--detect-every", min=1, help="Look for new faces with the full detector every K "
+                                      "frames. Faces already found are followed from frame to "
+                                      "frame by its fast last stage; a face lost that way "
+                                      "triggers a full detection at once. 1: the full detector "
                                       "on every frame (slowest).")] = 5,
     start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
                                          "(seconds).")] = 0.0,

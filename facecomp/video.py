@@ -2,8 +2,8 @@
 
 Three threads joined by bounded queues, so memory stays flat however long the video:
   reader   demuxes the input, decodes video frames (upright RGB) and passes audio packets on;
-  main     detects faces (fully every ``detect_every`` frames, by re-measuring the tracked faces
-           in between), tracks them with smoothed landmarks,
+  main     follows the faces of the last frame (re-measured by the detector's last stage), looks
+           for new ones every ``detect_every`` frames, tracks them with smoothed landmarks,
            pools the crops of ``batch_frames`` consecutive frames into generator batches and
            pastes the results back;
   writer   encodes H.264 (yuv420p; yuv444p for odd sizes) with the input's timestamps, so
@@ -32,7 +32,7 @@ from .blend import ColorTransform, color_mask, color_transform, paste_faces
 from .errors import ConfigError, InputError, OutputError
 from .io import atomic_path
 from .pipeline import FaceComp
-from .track import TrackConfig, Tracker
+from .track import TrackConfig, Tracker, box_iou
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ _END = object()
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """detect_every: run the full detector at least every K frames; in between, the faces of the
-    last frame are re-measured by the detector's last stage alone (MTCNN's O-Net on the previous
-    boxes: a few ms instead of the image pyramid), and a face lost that way sends the frame to
-    the full detector at once; new faces are found within K frames;
+    """detect_every: run the full detector at least every K frames, to find new faces; the
+    faces of the last frame are followed by the detector's last stage alone (MTCNN's O-Net on
+    the previous boxes: a few ms instead of the image pyramid), and a face lost that way sends
+    the frame to the full detector at once;
     start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off)."""
@@ -272,18 +272,12 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
                 pending_audio.append(item)
                 continue
             t = time.perf_counter()
-            faces = None
-            if index - last_full < c.detect_every:
-                # follow the faces seen in the last frame; if one is lost, look again in full
-                seen = [tr.face for tr in tracker.tracks if tr.missed == 0]
-                faces = pipeline.refine(item.rgb, seen) if seen else []
-                if faces is not None and len(faces) < len(seen):
-                    faces = None
-                    last_full = -c.detect_every
-            if index - last_full >= c.detect_every:
-                faces = pipeline.detect(item.rgb)
+            faces = _faces_of_frame(pipeline, tracker, item.rgb,
+                                    due=index - last_full >= c.detect_every)
+            if faces is not None and faces[1]:
                 last_full = index
-            tracks = tracker.update(faces, item.time) if faces is not None else tracker.tracks
+            tracks = (tracker.update(faces[0], item.time) if faces is not None
+                      else tracker.tracks)
             timings["detect"] += time.perf_counter() - t
             live = [tr for tr in tracks if tr.face.size >= pipeline.config.min_face]
             ids.update(tr.id for tr in tracks)
@@ -311,6 +305,29 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
         raise errors[0]
     report.tracks = len(ids)
     report.timings = timings
+
+
+def _faces_of_frame(pipeline: FaceComp, tracker: Tracker, rgb: np.ndarray, due: bool
+                    ) -> tuple[list, bool] | None:
+    """This frame's faces and whether the full detector ran; None: keep the tracks as they are.
+
+    The faces seen in the last frame are followed by ``pipeline.refine``. The full detector runs
+    when ``due`` (it finds new faces; the followed ones keep their refined measurement, so a
+    face is measured the same way from frame to frame) or at once when a face was lost (then
+    its results are taken whole). A detector that cannot refine runs when due; in between the
+    tracks are held.
+    """
+    seen = [tr.face for tr in tracker.tracks if tr.missed == 0]
+    refined = pipeline.refine(rgb, seen) if seen else []
+    if refined is None:
+        return (pipeline.detect(rgb), True) if due else None
+    if len(refined) < len(seen):
+        return pipeline.detect(rgb), True
+    if due:
+        new = [f for f in pipeline.detect(rgb)
+               if all(box_iou(f.box, g.box) < 0.3 for g in refined)]
+        return refined + new, True
+    return refined, False
 
 
 def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: VideoReport,

@@ -329,7 +329,13 @@ def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
         tmp_path, detector):
     moving = moving_face_frames(20)
     blank = np.full_like(moving[0], (90, 120, 150))
-    cases = {"followed": moving, "leaves at frame 7": moving[:7] + [blank] * 13}
+    small = cv2.resize(load_rgb(SAMPLES / "portrait.jpg")[40:300, 110:340], (52, 59),
+                       interpolation=cv2.INTER_AREA)
+    joined = [f.copy() for f in moving]
+    for f in joined[8:]:
+        f[175:234, 262:314] = small  # a second face comes in at frame 8
+    cases = {"followed": moving, "leaves at frame 7": moving[:7] + [blank] * 13,
+             "another comes at frame 8": joined}
     runs = {}
     for name, frames in cases.items():
         clip = tmp_path / "c.mp4"
@@ -339,15 +345,17 @@ def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
                       detector=rec)
         report = translate_video(clip, tmp_path / "o.mp4", fc,
                                  VideoConfig(preset="ultrafast", detect_every=5), overwrite=True)
-        runs[name] = ([round(v / 5) for v in rec.full], report.face_frames)
+        runs[name] = ([round(v / 5) for v in rec.full], report.face_frames, report.tracks)
         if name == "followed":  # the pasted face moves with the face (3 px/frame), every frame
             xs = [np.nonzero(np.abs(o.astype(int) - i.astype(int)).max(axis=2) > 60)[1].mean()
                   for o, i in zip(frames_of(tmp_path / "o.mp4"), frames_of(clip))]
             steps = np.diff(xs)
             assert steps.min() > 1.0 and steps.max() < 5.0, np.round(steps, 1)
     # followed by refine: full detections only every 5 frames, the face in every frame
-    assert runs["followed"] == ([0, 5, 10, 15], 20), runs
+    assert runs["followed"] == ([0, 5, 10, 15], 20, 1), runs
     # lost at frame 7: the full detector looks at frame 7 at once, then every 5 frames
-    full, face_frames = runs["leaves at frame 7"]
+    full, face_frames, _ = runs["leaves at frame 7"]
     assert full == [0, 5, 7, 12, 17], runs
     assert 7 <= face_frames <= 7 + TrackConfig().max_missed, runs
+    # a new face is found by the next full detection (frame 10) and joins the followed one
+    assert runs["another comes at frame 8"] == ([0, 5, 10, 15], 20 + 10, 2), runs
