@@ -133,7 +133,7 @@ class MTCNNDetector:
         boxes_s, picks, offset = [], [], 0
         while side >= 12:  # stage 1: P-Net over the image pyramid
             im = imresample(pyramid, (int(h * scale + 1), int(w * scale + 1)))
-            reg, probs = m.pnet((im - 127.5) * 0.0078125)
+            reg, probs = m.pnet(_net_input(im, dev))
             b, inds = generateBoundingBox(reg, probs[:, 1], scale, th[0])
             boxes_s.append(b)
             picks.append(batched_nms(b[:, :4], b[:, 4], inds, 0.5) + offset)
@@ -153,7 +153,7 @@ class MTCNNDetector:
             crops, keep = _area_crops(img, boxes, w, h, 24)
             boxes = boxes[keep.to(dev)]
         if len(boxes):
-            reg, probs = _in_chunks(m.rnet, (crops.to(dev) - 127.5) * 0.0078125)
+            reg, probs = _in_chunks(m.rnet, _net_input(crops, dev))
             score = probs[:, 1]
             ok = score > th[1]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
@@ -165,17 +165,12 @@ class MTCNNDetector:
             crops, keep = _area_crops(img, boxes, w, h, 48)
             boxes = boxes[keep.to(dev)]
         if len(boxes):
-            reg, pts, probs = _in_chunks(m.onet, (crops.to(dev) - 127.5) * 0.0078125)
+            reg, pts, probs = _in_chunks(m.onet, _net_input(crops, dev))
             score = probs[:, 1]
             ok = score > th[2]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
-            pts, reg = pts[ok], reg[ok]
-            wb = boxes[:, 2] - boxes[:, 0] + 1
-            hb = boxes[:, 3] - boxes[:, 1] + 1
-            px = wb[:, None] * pts[:, :5] + boxes[:, :1] - 1
-            py = hb[:, None] * pts[:, 5:] + boxes[:, 1:2] - 1
-            pts = torch.stack((px, py), dim=2)
-            boxes = bbreg(boxes, reg)
+            pts = _landmarks(boxes, pts[ok])
+            boxes = bbreg(boxes, reg[ok])
             pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7, "Min")
             boxes, points = boxes[pick], pts[pick].cpu().numpy()
         return boxes.cpu().numpy().reshape(-1, 5), points
@@ -227,19 +222,15 @@ class MTCNNDetector:
                                       .permute(2, 0, 1).unsqueeze(0).float(), (48, 48))
                            for x1, y1, x2, y2 in (corners[k] for k in ok)])
         dev = next(self._mtcnn.onet.parameters()).device
-        reg, points, probs = (v.cpu() for v in
-                              self._mtcnn.onet((crops.to(dev) - 127.5) * 0.0078125))
+        reg, points, probs = (v.cpu() for v in self._mtcnn.onet(_net_input(crops, dev)))
         t = t[ok]
         score = probs[:, 1]
-        wb = t[:, 2] - t[:, 0] + 1
-        hb = t[:, 3] - t[:, 1] + 1
-        px = wb[:, None] * points[:, :5] + t[:, :1] - 1
-        py = hb[:, None] * points[:, 5:] + t[:, 1:2] - 1
+        points = _landmarks(t, points)
         t = bbreg(t, reg)
         for i, k in enumerate(ok):
             if float(score[i]) > self.config.thresholds[2]:
                 out[k] = (t[i, :4].double().numpy(), float(score[i]),
-                          torch.stack([px[i], py[i]], 1).double().numpy())
+                          points[i].double().numpy())
         return out
 
     def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -311,6 +302,21 @@ def _area_crops(img: np.ndarray, boxes: torch.Tensor, w: int, h: int,
         crops = np.stack([img[y0[i]:y0[i] + ch, x0[i]:x0[i] + cw] for i in at])
         out[at] = imresample(torch.from_numpy(crops).permute(0, 3, 1, 2).float(), (size, size))
     return out, torch.from_numpy(keep)
+
+
+def _net_input(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Crops in 0..255 scaled as MTCNN's nets take them, on their device."""
+    return (crops.to(device) - 127.5) * 0.0078125
+
+
+def _landmarks(boxes: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """O-Net's (N, 10) landmark outputs, relative to the boxes it saw, as (N, 5, 2) image
+    points (facenet-pytorch's mapping)."""
+    wb = boxes[:, 2] - boxes[:, 0] + 1
+    hb = boxes[:, 3] - boxes[:, 1] + 1
+    px = wb[:, None] * pts[:, :5] + boxes[:, :1] - 1
+    py = hb[:, None] * pts[:, 5:] + boxes[:, 1:2] - 1
+    return torch.stack((px, py), dim=2)
 
 
 def _zeros(boxes: torch.Tensor) -> torch.Tensor:

@@ -148,7 +148,8 @@ class SpaceToDepthConv(nn.Module):
     oneDNN's CPU convolutions vectorise over output channels, 16 at a time, so the generator's
     final 3-channel convolution runs at a fifth of the machine's rate. The same function over
     a 2x2 space-to-depth view of ``x`` has 4x the input and output channels and a
-    ceil((K+1)/2) kernel; ``pixel_shuffle`` puts the output back. More multiply-adds (zero taps), less time.
+    ceil((K+1)/2) kernel; ``pixel_shuffle`` puts the output back. More multiply-adds (zero
+    taps), less time.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
