@@ -130,12 +130,17 @@ def color_transform(translated: np.ndarray, original: np.ndarray,
     """The map giving ``translated``'s LAB channels the mean/std of ``original``'s inside
     ``mask`` (std ratio clipped to 0.5..2); None when the mask is nearly empty. Both crops are
     (S, S, 3) RGB uint8; mask is (S, S) bool."""
+    if np.count_nonzero(mask) < 16:
+        return None
+    return _lab_transform(_lab(translated), _lab(original), mask)
+
+
+def _lab_transform(lab_t: np.ndarray, lab_o: np.ndarray, mask: np.ndarray) -> ColorTransform:
+    """:func:`color_transform` on crops already in LAB (the mask holds at least 16 pixels)."""
     w = mask.reshape(-1).astype(np.float32)
     n = float(w.sum())
-    if n < 16:
-        return None
-    mu_t, sd_t = _masked_mean_std(_lab(translated), w, n)
-    mu_o, sd_o = _masked_mean_std(_lab(original), w, n)
+    mu_t, sd_t = _masked_mean_std(lab_t, w, n)
+    mu_o, sd_o = _masked_mean_std(lab_o, w, n)
     gain = np.clip((sd_o + 1e-3) / (sd_t + 1e-3), 0.5, 2.0)
     return ColorTransform(gain, mu_o - mu_t * gain)
 
@@ -150,7 +155,12 @@ def _masked_mean_std(lab: np.ndarray, w: np.ndarray, n: float) -> tuple[np.ndarr
 
 
 def apply_color(translated: np.ndarray, transform: ColorTransform) -> np.ndarray:
-    lab = _lab(translated) * transform.gain.astype(np.float32) + transform.offset.astype(np.float32)
+    return _lab_to_rgb(_lab(translated), transform)
+
+
+def _lab_to_rgb(lab: np.ndarray, transform: ColorTransform) -> np.ndarray:
+    """:func:`apply_color` on a crop already in LAB."""
+    lab = lab * transform.gain.astype(np.float32) + transform.offset.astype(np.float32)
     rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -160,6 +170,20 @@ def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) 
     ``original``'s there. Both crops are (S, S, 3) RGB uint8; mask is (S, S) bool."""
     transform = color_transform(translated, original, mask)
     return translated if transform is None else apply_color(translated, transform)
+
+
+@lru_cache(maxsize=16)
+def _mask_box(crop_size: int, template: Template, mask_scale: float,
+              feather: float) -> np.ndarray | None:
+    """The corners of the box one pixel outside the mask's support, in the crop frame, (4, 2)
+    read-only; None for an empty mask."""
+    ys, xs = np.nonzero(face_mask(crop_size, template, mask_scale, feather))
+    if len(xs) == 0:
+        return None
+    box = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1],
+                    [xs.max() + 1, ys.max() + 1], [xs.min() - 1, ys.max() + 1]], np.float64)
+    box.setflags(write=False)
+    return box
 
 
 def color_mask(crop_size: int, template: Template, config: BlendConfig) -> np.ndarray:
@@ -194,18 +218,19 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     size = translated.shape[0]
     mask_crop = face_mask(size, template, config.mask_scale, config.feather)
     if config.color_match:
+        lab = _lab(translated)  # once, for both measuring and applying
         if color is None:
-            color = color_transform(translated, original, mask_crop > 0.5)
+            solid = mask_crop > 0.5
+            if np.count_nonzero(solid) >= 16:
+                color = _lab_transform(lab, _lab(original), solid)
         if color is not None:
-            translated = apply_color(translated, color)
+            translated = _lab_to_rgb(lab, color)
     image_from_crop = invert_affine(face.crop_from_image)
 
     # The region the mask covers, padded (it may reach past the image: a "virtual" region).
-    ys, xs = np.nonzero(mask_crop)
-    if len(xs) == 0:
+    box = _mask_box(size, template, config.mask_scale, config.feather)
+    if box is None:
         return Patch(0, 0, np.zeros((0, 0), np.float32))
-    box = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1],
-                    [xs.max() + 1, ys.max() + 1], [xs.min() - 1, ys.max() + 1]], np.float64)
     corners = transform_points(image_from_crop, box)
     pad = 4
     vx0, vy0 = (np.floor(corners.min(axis=0)).astype(int) - pad)
