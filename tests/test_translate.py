@@ -86,14 +86,24 @@ def test_config_and_input_validation():
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_the_generator_norm_is_instance_norm(channels_last):
+@pytest.mark.parametrize("n", [3, 1])  # one image under autograd takes batch norm's kernel
+def test_the_generator_norm_is_instance_norm(channels_last, n):
     from facecomp.networks import _norm
 
-    x = torch.randn(3, 16, 12, 10) * 3 + 1
+    x = torch.randn(n, 16, 12, 10) * 3 + 1
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    ref = torch.nn.InstanceNorm2d(16, affine=False)(x)
-    assert torch.allclose(_norm(16)(x), ref, atol=1e-5)
+    grad = torch.randn(n, 16, 12, 10)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y, ref = _norm(16)(ours), torch.nn.InstanceNorm2d(16, affine=False)(theirs)
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert ("BatchNorm" in type(y.grad_fn).__name__) == (n == 1)
+    (y * grad).sum().backward()
+    (ref * grad).sum().backward()
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(_norm(16)(x), ref, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert list(_norm(16).state_dict()) == []  # no parameters: checkpoints are unaffected
 
 
