@@ -53,7 +53,8 @@ PrecisionOpt = Annotated[str, typer.Option(
                         "a quick check finds it faster, else fp32), fp32, bf16, fp16.")]
 BatchOpt = Annotated[Optional[int], typer.Option(
     "--batch-size", min=1, max=4096, help="Face crops per generator pass (default: 8 on the "
-                                          "CPU, 16 on a GPU).")]
+                                          "CPU, 16 on a GPU). Larger is not faster on a CPU: "
+                                          "beyond ~12 crops the activations leave its caches.")]
 BlendOpt = Annotated[Blend, typer.Option(
     "--blend", case_sensitive=False,
     help="feather: soft-mask composite; poisson: gradient-domain cv2.seamlessClone.")]
