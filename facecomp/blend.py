@@ -130,17 +130,18 @@ def color_transform(translated: np.ndarray, original: np.ndarray,
     """The map giving ``translated``'s LAB channels the mean/std of ``original``'s inside
     ``mask`` (std ratio clipped to 0.5..2); None when the mask is nearly empty. Both crops are
     (S, S, 3) RGB uint8; mask is (S, S) bool."""
-    if np.count_nonzero(mask) < 16:
-        return None
-    return _lab_transform(_lab(translated), _lab(original), mask)
+    return _lab_transform(_lab(translated), original, mask)
 
 
-def _lab_transform(lab_t: np.ndarray, lab_o: np.ndarray, mask: np.ndarray) -> ColorTransform:
-    """:func:`color_transform` on crops already in LAB (the mask holds at least 16 pixels)."""
+def _lab_transform(lab_t: np.ndarray, original: np.ndarray,
+                   mask: np.ndarray) -> ColorTransform | None:
+    """:func:`color_transform` with the translated crop already in LAB."""
     w = mask.reshape(-1).astype(np.float32)
     n = float(w.sum())
+    if n < 16:
+        return None
     mu_t, sd_t = _masked_mean_std(lab_t, w, n)
-    mu_o, sd_o = _masked_mean_std(lab_o, w, n)
+    mu_o, sd_o = _masked_mean_std(_lab(original), w, n)
     gain = np.clip((sd_o + 1e-3) / (sd_t + 1e-3), 0.5, 2.0)
     return ColorTransform(gain, mu_o - mu_t * gain)
 
@@ -220,9 +221,7 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     if config.color_match:
         lab = _lab(translated)  # once, for both measuring and applying
         if color is None:
-            solid = mask_crop > 0.5
-            if np.count_nonzero(solid) >= 16:
-                color = _lab_transform(lab, _lab(original), solid)
+            color = _lab_transform(lab, original, mask_crop > 0.5)
         if color is not None:
             translated = _lab_to_rgb(lab, color)
     image_from_crop = invert_affine(face.crop_from_image)
