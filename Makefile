@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo bench model golden clean
+.PHONY: help setup test demo bench model age-model golden clean
 
 help:
 	@echo "make setup   create $(VENV) and install facecomp into it (with test tools)"
@@ -12,12 +12,13 @@ help:
 	@echo "make test    run the test suite (CPU, a few minutes)"
 	@echo "make bench   benchmark every stage into bench/results.json (~10 min on 2 CPU cores)"
 	@echo "make model   prepare UTKFace and train the age model (long; re-run to resume)"
+	@echo "make age-model  prepare UTKFace and train the age estimator (~30 min on 2 CPU cores)"
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,eval]'
 	touch $(STAMP)
 
 test: setup
@@ -35,6 +36,10 @@ bench: setup
 # Train the default young <-> old model from UTKFace (hours on a CPU; re-run to resume).
 model: setup
 	scripts/make_model.sh
+
+# Train the age estimator that evaluate, calibrate and --age use, from UTKFace (all ages).
+age-model: setup
+	scripts/make_age_model.sh
 
 # Regenerate tests/golden after an intended change of the shipped weights or processing.
 golden: setup

@@ -194,26 +194,29 @@ def color_mask(crop_size: int, template: Template, config: BlendConfig) -> np.nd
 
 def paste_faces(image: np.ndarray, faces: list[Face], translated: np.ndarray,
                 originals: np.ndarray, template: Template, config: BlendConfig | None = None,
-                colors: list[ColorTransform | None] | None = None
-                ) -> tuple[np.ndarray, list[Patch]]:
+                colors: list[ColorTransform | None] | None = None,
+                strengths: list[float] | None = None) -> tuple[np.ndarray, list[Patch]]:
     """Paste each translated crop back into a copy of ``image``; returns it and the patches.
 
     faces must carry ``crop_from_image``; translated and originals are (N, S, S, 3) uint8.
     colors: with colour matching on, a given transform per face replaces the one measured on
-    the crops (video passes transforms smoothed over time).
+    the crops (video passes transforms smoothed over time). strengths: per face, replaces the
+    config's strength (a target age gives each face its own).
     """
     config = config or BlendConfig()
     out = image.copy()
     patches = [paste_face(out, face, translated[i], originals[i], template, config,
-                          None if colors is None else colors[i])
+                          None if colors is None else colors[i],
+                          None if strengths is None else strengths[i])
                for i, face in enumerate(faces)]
     return out, patches
 
 
 def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np.ndarray,
                template: Template, config: BlendConfig,
-               color: ColorTransform | None = None) -> Patch:
-    """Paste one translated crop into ``out`` in place; returns where it went."""
+               color: ColorTransform | None = None, strength: float | None = None) -> Patch:
+    """Paste one translated crop into ``out`` in place; returns where it went. ``strength``
+    replaces the config's (0..2)."""
     if face.crop_from_image is None:
         raise ValueError("the face has no crop_from_image; align it first")
     size = translated.shape[0]
@@ -247,8 +250,9 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     dst = cv2.copyMakeBorder(out[iy0:iy1, ix0:ix1], iy0 - vy0, vy1 - iy1, ix0 - vx0, vx1 - ix1,
                              cv2.BORDER_REPLICATE).astype(np.float32)
     delta = translated.astype(np.float32) - original.astype(np.float32)
-    if config.strength != 1.0:
-        delta *= config.strength
+    strength = config.strength if strength is None else float(np.clip(strength, 0.0, 2.0))
+    if strength != 1.0:
+        delta *= strength
     if config.keep_detail:
         src = dst + cv2.warpAffine(delta, roi_from_crop, (rw, rh), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)

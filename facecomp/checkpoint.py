@@ -52,6 +52,20 @@ class ModelInfo:
             raise ValueError(f"direction must be A2B or B2A, got {self.direction!r}")
 
     @property
+    def age_calibration(self):
+        """The :class:`~facecomp.target.Calibration` stored by ``facecomp calibrate``, or None."""
+        from .target import Calibration
+
+        data = self.extra.get("age_calibration")
+        if not isinstance(data, dict):
+            return None
+        try:
+            return Calibration.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            log.warning("model %s %s: damaged age calibration ignored", self.name, self.direction)
+            return None
+
+    @property
     def source(self) -> str:
         return self.domains.get(self.direction[0], self.direction[0])
 
@@ -88,6 +102,20 @@ def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
                for k, v in generator.state_dict().items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
     with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def update_info(path: str | Path, info: ModelInfo) -> None:
+    """Replace the metadata of a model file, keeping its tensors exactly (atomic rewrite)."""
+    from safetensors.torch import load_file, save_file
+
+    from .io import atomic_path
+
+    path = Path(path)
+    read_info(path)  # a facecomp model file, readable
+    tensors = load_file(str(path), device="cpu")
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
+    with atomic_path(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
@@ -187,8 +215,21 @@ def list_models(dirs: list[Path] | None = None) -> list[ModelEntry]:
             try:
                 out.append(ModelEntry(p, read_info(p)))
             except ModelError as e:
-                log.warning("skipping %s", e)
+                if not _other_facecomp_file(p):
+                    log.warning("skipping %s", e)
     return out
+
+
+def _other_facecomp_file(path: Path) -> bool:
+    """Whether ``path`` is a facecomp file that is not a generator (e.g. the age estimator)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            fmt = (f.metadata() or {}).get("format", "")
+    except Exception:
+        return False
+    return fmt.startswith("facecomp-") and fmt != FORMAT
 
 
 def resolve_model(spec: str | Path | None, direction: str) -> Path:

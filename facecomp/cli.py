@@ -62,8 +62,13 @@ MinFaceOpt = Annotated[int, typer.Option(
     "--min-face", min=0, help="Skip faces smaller than this many pixels (box side); they are "
                               "counted in the report.")]
 FacesOpt = Annotated[str, typer.Option(
-    "--faces", help="Which faces: all, largest, or numbers like 1,3 (left to right, as drawn "
-                    "by --debug).")]
+    "--faces", help="Which faces: all, largest, numbers like 1,3 (left to right, as drawn "
+                    "by --debug), or by estimated age: age<40, age>=60, age>=20,age<40.")]
+AgeOpt = Annotated[Optional[str], typer.Option(
+    "--age", help="Target age: 70 (absolute) or +25 / -15 (years relative to each face's "
+                  "estimated age). Each face gets the direction and amount of change that "
+                  "bring it there, from the model's age calibration (`facecomp calibrate`); "
+                  "replaces --direction and --strength.", show_default=False)]
 ColorMatchOpt = Annotated[bool, typer.Option(
     "--color-match/--no-color-match",
     help="Match each translated face's colour (LAB mean/std) to the original face.")]
@@ -131,10 +136,12 @@ def photo(
     mask_scale: MaskScaleOpt = 1.0,
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
+    age: AgeOpt = None,
     overwrite: OverwriteOpt = False,
     debug: Annotated[bool, typer.Option(
-        "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers and "
-                        "mask outlines drawn.")] = False,
+        "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers, each "
+                        "face's estimated age before and after, and mask outlines drawn.")
+                     ] = False,
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Refuse images with more pixels than this (protects "
                                     "against decompression bombs).")] = 200_000_000,
@@ -149,12 +156,15 @@ def photo(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, faces, min_score, detect_side, mask_scale,
-                               feather, strength)
+                               feather, strength, age)
         jobs = plan_jobs(list(inputs), output)
 
         def pipeline() -> FaceComp:
             fc = FaceComp(config)
-            if fc.info is not None:
+            if fc.info is not None and config.age is not None:
+                _info(f"model {fc.info.name}: each face towards age {config.age}, device "
+                      f"{fc.translator.device}")
+            elif fc.info is not None:
                 _info(f"model {fc.info.name}: {fc.info.source} -> {fc.info.target} "
                       f"({direction.value}), device {fc.translator.device}")
             return fc
@@ -205,6 +215,7 @@ def video(
     mask_scale: MaskScaleOpt = 1.0,
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
+    age: AgeOpt = None,
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Look for new faces with the full detector every K "
                                       "frames. Faces already found are followed from frame to "
@@ -234,7 +245,7 @@ def video(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, "all", min_score, detect_side, mask_scale,
-                               feather, strength)
+                               feather, strength, age)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
                               preset=preset)
         dst = output or default_output(src)
@@ -287,15 +298,20 @@ class _Bar:
 
 
 def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
-                  faces, min_score, detect_side, mask_scale, feather, strength):
+                  faces, min_score, detect_side, mask_scale, feather, strength, age=None):
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
     from .detect import DetectConfig
     from .pipeline import FaceSelection, PhotoConfig
+    from .target import AgeTarget
     from .translate import TranslateConfig
 
+    try:
+        target = AgeTarget.parse(age) if age is not None else None
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
     return PhotoConfig(
-        model=model, direction=direction.value, min_face=min_face,
+        model=model, direction=direction.value, min_face=min_face, age=target,
         faces=FaceSelection.parse(faces),
         detect=DetectConfig(min_score=min_score, max_side=detect_side),
         blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
@@ -562,26 +578,110 @@ def evaluate(
                                                  "many faces per domain.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as "
                                                      "JSON.")] = None,
+    identity: Annotated[bool, typer.Option(
+        "--identity/--no-identity", help="Measure whether translated faces are still the same "
+                                         "person (dlib's descriptor; needs the eval extra: "
+                                         "pip install 'facecomp[eval]').")] = True,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = None,
 ) -> None:
-    """Score a model on held-out faces: cycle L1 both ways, identity L1, change in the face.
+    """Score a model on held-out faces: cycle L1 both ways, identity L1, change in the face,
+    estimated age before and after, same person, chroma change and texture.
 
     Example: facecomp evaluate --model runs/age --a data/young --b data/old --grid grid.jpg
     """
+    from .evaluate import check_writable
     from .evaluate import evaluate as run_evaluate
 
     def run() -> int:
+        if json_out is not None:
+            check_writable(json_out, overwrite)
         report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
-                              batch_size=batch_size)
+                              batch_size=batch_size, identity=identity, overwrite=overwrite)
         typer.echo(report.summary())
         if grid is not None:
             typer.echo(f"grid: {grid}")
         if json_out is not None:
             from .io import atomic_path
 
-            with atomic_path(json_out, overwrite=True) as tmp:
+            with atomic_path(json_out, overwrite=overwrite) as tmp:
                 tmp.write_text(report.to_json() + "\n")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=EXIT_CODES)
+def calibrate(
+    model: ModelOpt = None,
+    a: Annotated[Path, typer.Option("--a", help="Aligned domain-A crops (uses DIR/holdout when "
+                                    "`facecomp prepare` made one).", show_default=False)] = ...,
+    b: Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
+                                    show_default=False)] = ...,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use at most this "
+                                                 "many faces per domain.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and print the curves, "
+                                          "but leave the model files as they are.")] = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = None,
+) -> None:
+    """Measure how many years each generator of a model moves faces at each --strength, and
+    store that curve in the model files' metadata: what --age inverts per face.
+
+    Example: facecomp calibrate --model runs/age --a data/young --b data/old
+    """
+    from .evaluate import calibrate_model
+
+    def run() -> int:
+        curves = calibrate_model(model, a, b, limit=limit, device=device,
+                                 batch_size=batch_size, write=not dry_run)
+        for direction, (path, cal) in curves.items():
+            points = ", ".join(f"{s:g}: {d:+.1f}" for s, d in zip(cal.strengths, cal.shifts))
+            typer.echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
+            typer.echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command("train-age", epilog=EXIT_CODES)
+def train_age(
+    data: Annotated[Path, typer.Argument(
+        help="A `facecomp prepare` OUT folder of UTKFace-style crops AGE_GENDER_ID.png (all "
+             "ages; its holdout/ is scored, never trained on).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: "
+                                      "age-estimator.safetensors, stats.jsonl, config.json.",
+                                      show_default=False)] = ...,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the data.")] = 14,
+    width: Annotated[int, typer.Option(min=4, max=256, help="Network width.")] = 32,
+    input_size: Annotated[int, typer.Option(min=16, max=256, help="Input side (px).")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Crops per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (one-cycle).")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    limit: Annotated[int, typer.Option(min=0, help="Use at most this many training crops "
+                                       "(0: all).")] = 0,
+) -> None:
+    """Train the age estimator that `evaluate`, `calibrate` and --age use.
+
+    Example: facecomp train-age data/all --out runs/age-estimator   (about 20 min on 2 cores)
+    """
+    from .age_train import AgeTrainConfig
+    from .age_train import train_age as run_train
+
+    def run() -> int:
+        cfg = AgeTrainConfig(data=str(data), out=str(out), epochs=epochs, width=width,
+                             input_size=input_size, batch_size=batch_size, lr=lr, seed=seed,
+                             limit=limit)
+
+        def tick(epoch: int, total: int, line: dict) -> None:
+            _info(f"epoch {epoch}/{total}: loss {line['loss']:.3f}, held-out MAE "
+                  f"{line['holdout_mae']:.2f} years ({line['seconds']:.0f} s)")
+
+        result = run_train(cfg, on_epoch=tick)
+        bands = ", ".join(f"{k} {v['mae']:.1f}" for k, v in result.metrics["bands"].items())
+        _info(f"held-out MAE {result.metrics['mae']:.2f} years ({bands}); "
+              f"{result.path} in {result.seconds / 60:.1f} min")
         return 0
 
     raise typer.Exit(_guard(run))

@@ -10,8 +10,10 @@ from .pipeline import PhotoResult
 _GREEN, _GREY, _RED, _YELLOW = (40, 220, 60), (160, 160, 160), (230, 40, 40), (250, 220, 40)
 
 
-def draw_debug(image: np.ndarray, result: PhotoResult) -> np.ndarray:
-    """A copy of ``image`` (RGB uint8) annotated with what the pipeline saw and did."""
+def draw_debug(image: np.ndarray, result: PhotoResult,
+               ages: tuple[list[float], list[float]] | None = None) -> np.ndarray:
+    """A copy of ``image`` (RGB uint8) annotated with what the pipeline saw and did; ``ages``:
+    each face's estimated age before and after, drawn under its box."""
     out = image.copy()
     h, w = out.shape[:2]
     thick = max(1, round(max(h, w) / 800))
@@ -35,6 +37,9 @@ def draw_debug(image: np.ndarray, result: PhotoResult) -> np.ndarray:
         scale = max(0.4, face.size / 120)
         cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
                     thick, cv2.LINE_AA)
-        cv2.putText(out, f"{face.score:.2f}", (x1, min(h - 2, y2 + round(14 * scale))),
+        under = f"{face.score:.2f}"
+        if ages is not None:
+            under += f" age {ages[0][i]:.0f}" + (f">{ages[1][i]:.0f}" if i in done else "")
+        cv2.putText(out, under, (x1, min(h - 2, y2 + round(14 * scale))),
                     cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, colour, 1, cv2.LINE_AA)
     return out

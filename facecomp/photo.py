@@ -164,12 +164,16 @@ def run_photos(pipeline: FaceComp | Callable[[], FaceComp], jobs: list[Job], *, 
         pipeline = pipeline()
     for result in pipeline.process_many(images()):
         job, img, t_decode = loaded.pop(0)
-        emit(_write(job, img, result, t_decode, overwrite, debug))
+        ages = None
+        if debug and result.faces:  # estimated age of each face before and after
+            ages = (result.ages or pipeline.estimate_age(img.rgb, result.faces),
+                    pipeline.estimate_age(result.image, result.faces))
+        emit(_write(job, img, result, t_decode, overwrite, debug, ages))
     return summary
 
 
 def _write(job: Job, img: LoadedImage, result: PhotoResult, t_decode: float, overwrite: bool,
-           debug: bool) -> FileReport:
+           debug: bool, ages: tuple[list[float], list[float]] | None = None) -> FileReport:
     assert job.dst is not None
     n, done, small = len(result.faces), len(result.translated), len(result.skipped_small)
     timings = dict(result.timings, decode=t_decode)
@@ -185,7 +189,7 @@ def _write(job: Job, img: LoadedImage, result: PhotoResult, t_decode: float, ove
         if debug:
             from .debug import draw_debug
 
-            write_image(debug_path(job.dst), draw_debug(result.image, result), like=img,
+            write_image(debug_path(job.dst), draw_debug(result.image, result, ages), like=img,
                         overwrite=overwrite)
     except (OutputError, OSError) as e:
         msg = str(e) if isinstance(e, OutputError) else f"{job.dst}: cannot write ({e})"
@@ -197,8 +201,11 @@ def _write(job: Job, img: LoadedImage, result: PhotoResult, t_decode: float, ove
     msg = f"{n} face{'s' if n != 1 else ''}, {done} translated"
     if small:
         msg += f", {small} smaller than --min-face skipped"
-    if n - done - small:
-        msg += f", {n - done - small} not selected"
+    kept = [p for p in result.plans.values() if p.direction is None]
+    if kept:
+        msg += f", {len(kept)} left as they are ({kept[0].note})"
+    if n - done - small - len(kept):
+        msg += f", {n - done - small - len(kept)} not selected"
     if done == 0:
         msg += "; wrote a copy"
     return FileReport(job.src, job.dst, "done" if done else "no faces", n, done, small, msg,

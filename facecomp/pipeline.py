@@ -7,6 +7,7 @@ streams several and pools their crops so the generator always sees full batches.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -18,27 +19,48 @@ from .align import AlignConfig, align_faces
 from .blend import BlendConfig, Patch, paste_faces
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
 from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .face import Face
+from .target import AgeTarget, FacePlan, plan_face
 from .track import box_iou
 from .translate import TranslateConfig, Translator, resolve_device
 
 log = logging.getLogger(__name__)
 
 
+_AGE_CONDITION = re.compile(r"age\s*(<=|>=|<|>)\s*(\d{1,3}(?:\.\d+)?)", re.ASCII)
+_COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b}
+
+
 @dataclass(frozen=True)
 class FaceSelection:
-    """Which detected faces to translate: ``all``, ``largest``, or 1-based indices (left to
-    right, as numbered in the --debug image)."""
+    """Which detected faces to translate: ``all``, ``largest``, 1-based indices (left to
+    right, as numbered in the --debug image), or faces whose estimated age meets every condition
+    (``age<40``, ``age>=20,age<40``)."""
 
     mode: str = "all"
     indices: tuple[int, ...] = ()
+    ages: tuple[tuple[str, float], ...] = ()  # (operator, years), all must hold
+
+    @property
+    def needs_ages(self) -> bool:
+        return self.mode == "age"
 
     @classmethod
     def parse(cls, text: str) -> "FaceSelection":
         t = text.strip().lower()
         if t in ("all", "largest"):
             return cls(t)
+        if t.startswith("age"):
+            conds = []
+            for part in t.split(","):
+                m = _AGE_CONDITION.fullmatch(part.strip())
+                if m is None:
+                    raise ConfigError(f"--faces: an age condition looks like age<40, age>=60 "
+                                      f"or age>=20,age<40, got {text!r}")
+                conds.append((m.group(1), float(m.group(2))))
+            return cls("age", ages=tuple(conds))
         try:
             idx = tuple(sorted({int(v) for v in t.split(",") if v.strip()}))
         except ValueError:
@@ -48,13 +70,19 @@ class FaceSelection:
                               f"got {text!r}")
         return cls("indices", idx)
 
-    def select(self, faces: list[Face]) -> list[int]:
+    def select(self, faces: list[Face], ages: list[float] | None = None) -> list[int]:
+        """Indices of the chosen faces; an age selection needs each face's estimated age."""
         if not faces:
             return []
         if self.mode == "all":
             return list(range(len(faces)))
         if self.mode == "largest":
             return [int(np.argmax([f.size for f in faces]))]
+        if self.mode == "age":
+            if ages is None or len(ages) != len(faces):
+                raise ValueError("an age selection needs one estimated age per face")
+            return [i for i, a in enumerate(ages)
+                    if all(_COMPARE[op](a, v) for op, v in self.ages)]
         return [i - 1 for i in self.indices if i <= len(faces)]
 
 
@@ -70,12 +98,17 @@ class PhotoConfig:
     blend: BlendConfig = field(default_factory=BlendConfig)
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     max_photos_pending: int = 8  # photos held at once while their crops are pooled
+    # A target age: each face gets the direction and amount of change that bring its estimated
+    # age there (see facecomp.target); ``direction`` and the blend's strength are then unused.
+    age: AgeTarget | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"--direction must be A2B or B2A, got {self.direction!r}")
         if self.min_face < 0:
             raise ConfigError(f"--min-face must be 0 or more pixels, got {self.min_face}")
+        if self.age is not None and self.blend.strength != 1.0:
+            raise ConfigError("--age sets each face's strength itself; leave --strength out")
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +121,8 @@ class PhotoResult:
     skipped_small: list[int]
     patches: list[Patch]
     timings: dict[str, float]
+    ages: list[float] | None = None  # estimated age of each face (when ages were needed)
+    plans: dict[int, FacePlan] = field(default_factory=dict)  # with a target age, per face
 
     def changed_mask(self) -> np.ndarray:
         """(H, W) float32: the union of the face masks; 0 where the image is untouched."""
@@ -106,6 +141,10 @@ class _Pending:
     crops: np.ndarray
     aligned: list[Face]
     timings: dict[str, float]
+    directions: list[str]  # per crop
+    strengths: list[float]  # per crop
+    ages: list[float] | None
+    plans: dict[int, FacePlan]
 
 
 class FaceComp:
@@ -113,22 +152,66 @@ class FaceComp:
 
     >>> fc = FaceComp(PhotoConfig(direction="A2B"))          # doctest: +SKIP
     >>> result = fc.process(rgb)                             # RGB uint8 HxWx3 -> PhotoResult
+
+    With ``PhotoConfig(age=AgeTarget.parse("+20"))`` both directions of the model are loaded
+    (``generators`` maps direction -> (generator, info) to inject them) and each face gets its
+    own direction and strength from the models' age calibrations. ``estimator`` replaces the
+    shipped age estimator (anything with ``predict(crops, template) -> ages``).
     """
 
     def __init__(self, config: PhotoConfig | None = None, *, generator: nn.Module | None = None,
-                 info: ModelInfo | None = None, detector: Detector | None = None) -> None:
+                 info: ModelInfo | None = None, detector: Detector | None = None,
+                 generators: dict[str, tuple[nn.Module, ModelInfo | None]] | None = None,
+                 estimator=None) -> None:
         self.config = config or PhotoConfig()
         c = self.config
-        if generator is None:
-            path = resolve_model(c.model, c.direction)
-            generator, info = load_generator(path)
-            log.info("model %s: %s -> %s (%s)", path, info.source, info.target, info.name)
-        self.info = info
-        self.align = (AlignConfig(info.crop_size, info.template) if info is not None
-                      else AlignConfig())
-        self.translator = Translator(generator, c.translate)
+        loaded = dict(generators or {})
+        if generator is not None:
+            loaded.setdefault(c.direction, (generator, info))
+        if not loaded:
+            loaded[c.direction] = self._load(c.direction)
+        if c.age is not None and generators is None:
+            for d in DIRECTIONS:
+                if d not in loaded:
+                    try:
+                        loaded[d] = self._load(d)
+                    except ModelError as e:  # a one-direction model: faces go one way only
+                        log.info("no %s generator: %s", d, e)
+        main = c.direction if c.direction in loaded else next(iter(loaded))
+        self.info = loaded[main][1]
+        self.align = (AlignConfig(self.info.crop_size, self.info.template)
+                      if self.info is not None else AlignConfig())
+        self.translators = {d: Translator(g, c.translate) for d, (g, _) in loaded.items()}
+        self.translator = self.translators[main]
+        self.infos = {d: i for d, (_, i) in loaded.items()}
+        self.calibrations = {d: i.age_calibration for d, i in self.infos.items()
+                             if i is not None and i.age_calibration is not None}
+        if c.age is not None and not self.calibrations:
+            name = self.info.name if self.info is not None else "this model"
+            raise ConfigError(f"model {name} has no age calibration, which a target age needs; "
+                              "calibrate it with `facecomp calibrate` or use --strength")
+        self._estimator = estimator
         self.detector = detector or MTCNNDetector(c.detect, device=str(
             resolve_device(c.translate.device)))
+
+    def _load(self, direction: str) -> tuple[nn.Module, ModelInfo]:
+        path = resolve_model(self.config.model, direction)
+        generator, info = load_generator(path)
+        log.info("model %s: %s -> %s (%s)", path, info.source, info.target, info.name)
+        return generator, info
+
+    @property
+    def estimator(self):
+        """The age estimator (the shipped one unless another was given), loaded on first use."""
+        if self._estimator is None:
+            from .age import AgeEstimator
+
+            self._estimator = AgeEstimator.load()
+        return self._estimator
+
+    @property
+    def needs_ages(self) -> bool:
+        return self.config.age is not None or self.config.faces.needs_ages
 
     def process(self, image: np.ndarray) -> PhotoResult:
         """Translate the faces of one RGB uint8 image; the input array is not modified."""
@@ -151,6 +234,31 @@ class FaceComp:
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detector.detect(_check_image(image))
 
+    def estimate_age(self, image: np.ndarray, faces: list[Face]) -> list[float]:
+        """The estimated age in years of each face of ``image`` (aligned for the estimator)."""
+        if not faces:
+            return []
+        est = self.estimator
+        template = getattr(est, "template", self.align.template)
+        size = getattr(getattr(est, "info", None), "input_size", self.align.crop_size)
+        crops, _ = align_faces(_check_image(image), faces, AlignConfig(max(size, 16), template))
+        return [float(a) for a in est.predict(crops, template)]
+
+    def plan(self, ages: list[float]) -> list[FacePlan]:
+        """Per face: the direction and strength that bring its estimated age to the target."""
+        if self.config.age is None:
+            raise ValueError("plan() needs a target age in the config")
+        return [plan_face(a, self.config.age, self.calibrations) for a in ages]
+
+    def translate(self, crops: np.ndarray, directions: list[str]) -> np.ndarray:
+        """Aligned crops -> translated crops, each by the generator of its direction; crops of
+        one direction share generator batches."""
+        out = np.empty_like(crops)
+        for d in dict.fromkeys(directions):
+            idx = [k for k, v in enumerate(directions) if v == d]
+            out[idx] = self.translators[d](crops[idx])
+        return out
+
     def refine(self, image: np.ndarray, faces: list[Face], passes: int = 2) -> list[Face] | None:
         """Follow ``faces`` (from a nearby frame) into ``image`` without a full detection.
 
@@ -172,34 +280,50 @@ class FaceComp:
 
     def _prepare(self, image: np.ndarray) -> _Pending:
         image = _check_image(image)
+        c = self.config
         t0 = time.perf_counter()
         faces = self.detector.detect(image)
         t1 = time.perf_counter()
-        chosen = self.config.faces.select(faces)
-        small = [i for i in chosen if faces[i].size < self.config.min_face]
-        chosen = [i for i in chosen if faces[i].size >= self.config.min_face]
-        crops, aligned = align_faces(image, [faces[i] for i in chosen], self.align)
+        ages = self.estimate_age(image, faces) if self.needs_ages else None
+        t_age = time.perf_counter()
+        chosen = c.faces.select(faces, ages)
+        small = [i for i in chosen if faces[i].size < c.min_face]
+        chosen = [i for i in chosen if faces[i].size >= c.min_face]
+        plans: dict[int, FacePlan] = {}
+        if c.age is not None:
+            plans = dict(zip(chosen, self.plan([ages[i] for i in chosen])))
+            chosen = [i for i in chosen if plans[i].direction is not None]
+        directions = [plans[i].direction if plans else c.direction for i in chosen]
+        strengths = [plans[i].strength if plans else c.blend.strength for i in chosen]
         t2 = time.perf_counter()
-        return _Pending(image, faces, chosen, small, crops, aligned,
-                        {"detect": t1 - t0, "align": t2 - t1})
+        crops, aligned = align_faces(image, [faces[i] for i in chosen], self.align)
+        t3 = time.perf_counter()
+        timings = {"detect": t1 - t0, "align": t3 - t2}
+        if ages is not None:
+            timings["age"] = t_age - t1
+        return _Pending(image, faces, chosen, small, crops, aligned, timings, directions,
+                        strengths, ages, plans)
 
     def _finish(self, pending: list[_Pending]) -> Iterator[PhotoResult]:
         if not pending:
             return
         t0 = time.perf_counter()
         all_crops = [p.crops for p in pending if len(p.crops)]
-        translated = (self.translator(np.concatenate(all_crops)) if all_crops
-                      else np.empty((0,) + pending[0].crops.shape[1:], np.uint8))
+        translated = (self.translate(np.concatenate(all_crops),
+                                     [d for p in pending for d in p.directions])
+                      if all_crops else np.empty((0,) + pending[0].crops.shape[1:], np.uint8))
         share = (time.perf_counter() - t0) / max(1, len(translated))
         start = 0
         for p in pending:
             n = len(p.crops)
             t1 = time.perf_counter()
             out, patches = paste_faces(p.image, p.aligned, translated[start:start + n], p.crops,
-                                       self.align.template, self.config.blend)
+                                       self.align.template, self.config.blend,
+                                       strengths=p.strengths)
             start += n
             timings = dict(p.timings, translate=share * n, blend=time.perf_counter() - t1)
-            yield PhotoResult(out, p.faces, p.chosen, p.small, patches, timings)
+            yield PhotoResult(out, p.faces, p.chosen, p.small, patches, timings, p.ages,
+                              p.plans)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -47,7 +47,8 @@ class VideoConfig:
     the frame to the full detector at once;
     start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
-    color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off)."""
+    color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off);
+    age_smoothing: likewise for each track's estimated age, with a target age."""
 
     detect_every: int = 5
     start: float = 0.0
@@ -57,6 +58,7 @@ class VideoConfig:
     batch_frames: int = 8
     queue_size: int = 16
     color_smoothing: float = 0.3
+    age_smoothing: float = 2.0
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
@@ -69,8 +71,29 @@ class VideoConfig:
             raise ConfigError(f"--crf must be within 0..51, got {self.crf}")
         if self.batch_frames < 1 or self.queue_size < 1:
             raise ConfigError("batch_frames and queue_size must be at least 1")
-        if self.color_smoothing < 0:
-            raise ConfigError(f"color smoothing must be >= 0 s, got {self.color_smoothing}")
+        if self.color_smoothing < 0 or self.age_smoothing < 0:
+            raise ConfigError(f"colour and age smoothing must be >= 0 s, got "
+                              f"{self.color_smoothing}, {self.age_smoothing}")
+
+
+class AgeSmoother:
+    """Each track's estimated age, averaged over time (exponential, time constant ``tau``
+    seconds), so the change a target age asks for does not pulse from frame to frame."""
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self._state: dict[int, tuple[float, float]] = {}
+
+    def __call__(self, track_id: int, age: float, t: float) -> float:
+        prev = self._state.get(track_id)
+        if prev is not None and self.tau > 0:
+            age = prev[0] + (age - prev[0]) * (1.0 - math.exp(-max(t - prev[1], 0.0) / self.tau))
+        self._state[track_id] = (age, t)
+        return age
+
+    def keep_only(self, track_ids: set[int]) -> None:
+        for k in [k for k in self._state if k not in track_ids]:
+            del self._state[k]
 
 
 class ColorSmoother:
@@ -259,6 +282,7 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
         th.start()
     tracker = Tracker(c.track)
     smoother = ColorSmoother(c.color_smoothing)
+    age_smoother = AgeSmoother(c.age_smoothing)
     ids: set[int] = set()
     try:
         batch: list[tuple[_Frame, list, list[int]]] = []
@@ -284,12 +308,15 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
             batch.append((item, [tr.face for tr in live], [tr.id for tr in live]))
             index += 1
             if len(batch) >= c.batch_frames:
-                _flush(batch, pipeline, smoother, timings, report, q_out, put, pending_audio)
+                _flush(batch, pipeline, smoother, age_smoother, timings, report, q_out, put,
+                       pending_audio)
                 smoother.keep_only({tr.id for tr in tracker.tracks})
+                age_smoother.keep_only({tr.id for tr in tracker.tracks})
                 batch, pending_audio = [], []
                 if on_progress is not None:
                     on_progress(report.frames, total)
-        _flush(batch, pipeline, smoother, timings, report, q_out, put, pending_audio)
+        _flush(batch, pipeline, smoother, age_smoother, timings, report, q_out, put,
+                       pending_audio)
         if on_progress is not None:
             on_progress(report.frames, total)
     except BaseException:
@@ -330,9 +357,10 @@ def _faces_of_frame(pipeline: FaceComp, tracker: Tracker, rgb: np.ndarray, due: 
     return refined, False
 
 
-def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: VideoReport,
-           q_out, put, pending_audio) -> None:
-    """Align, translate (one generator call for the whole batch), blend and send on."""
+def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother, timings,
+           report: VideoReport, q_out, put, pending_audio) -> None:
+    """Align, translate (one generator call per direction for the whole batch), blend and send
+    on. With a target age, each track's smoothed estimated age sets its direction and strength."""
     if not batch:
         for packet in pending_audio:
             put(q_out, packet)
@@ -342,7 +370,20 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: 
     timings["align"] += time.perf_counter() - t
     crops = [a[0] for a in aligned if len(a[0])]
     t = time.perf_counter()
-    translated = pipeline.translator(np.concatenate(crops)) if crops else None
+    translated, strengths = None, None
+    if crops:
+        all_crops = np.concatenate(crops)
+        directions = [pipeline.config.direction] * len(all_crops)
+        if pipeline.config.age is not None:
+            estimated = pipeline.estimator.predict(all_crops, pipeline.align.template)
+            seen = [(tid, frame.time) for frame, _, ids_ in batch for tid in ids_]
+            smoothed = [ages(tid, float(a), when) for (tid, when), a in zip(seen, estimated)]
+            plans = pipeline.plan(smoothed)
+            directions = [p.direction or pipeline.config.direction for p in plans]
+            strengths = [p.strength if p.direction else 0.0 for p in plans]
+            timings["age"] = timings.get("age", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+        translated = pipeline.translate(all_crops, directions)
     timings["translate"] += time.perf_counter() - t
     t = time.perf_counter()
     start = 0
@@ -359,7 +400,8 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, timings, report: 
                 colors = [smoother(tid, color_transform(out[k], frame_crops[k], where), frame.time)
                           for k, tid in enumerate(track_ids)]
             rgb, _ = paste_faces(frame.rgb, frame_faces, out, frame_crops,
-                                 pipeline.align.template, blend, colors)
+                                 pipeline.align.template, blend, colors,
+                                 None if strengths is None else strengths[start:start + n])
         start += n
         report.face_frames += n
         report.frames += 1

@@ -6,7 +6,9 @@ Run it only when the shipped weights or the pre/post-processing change ON PURPOS
 
 It aligns the faces of samples/group.jpg with the default model's template and crop size
 (inputs.png), runs both generators through facecomp's Translator (A2B.png, B2A.png) and records
-the model files' sha256 (meta.json). tests/test_golden.py compares against these.
+the model files' sha256 (meta.json), and the shipped age estimator's ages of the inputs and of
+their A2B translations (ages.json). tests/test_golden.py and tests/test_age.py compare against
+these.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecomp.age import AgeEstimator, shipped_estimator
 from facecomp.align import AlignConfig, align_faces
 from facecomp.checkpoint import load_generator, resolve_model
 from facecomp.detect import MTCNNDetector
@@ -56,6 +59,14 @@ def main() -> None:
                            .hexdigest(), "crop_size": info.crop_size,
                            "template": info.template.name}
     (OUT / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # The shipped age estimator on the same crops and on their A2B translations.
+    est_path = shipped_estimator()
+    est = AgeEstimator.load(est_path)
+    older = untile(read_image(OUT / "A2B.png").rgb, crops.shape[1])
+    ages = {"file": est_path.name, "sha256": hashlib.sha256(est_path.read_bytes()).hexdigest(),
+            "inputs": [round(float(a), 3) for a in est.predict(crops, info.template)],
+            "A2B": [round(float(a), 3) for a in est.predict(older, info.template)]}
+    (OUT / "ages.json").write_text(json.dumps(ages, indent=2) + "\n")
     print(f"wrote {OUT}: {len(crops)} faces")
 
 

@@ -46,8 +46,20 @@ class Identity(nn.Module):
         return x * self.scale
 
 
+class Shift(nn.Module):
+    """Adds a constant to every pixel (clipped): a generator whose effect is known exactly."""
+
+    def __init__(self, amount: float = 0.5) -> None:
+        super().__init__()
+        self.amount = nn.Parameter(torch.tensor(float(amount)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.amount).clamp(-1, 1)
+
+
 networks.register("test_invert", Invert)
 networks.register("test_identity", Identity)
+networks.register("test_shift", Shift)
 
 
 def media(name: str) -> Path:
