@@ -74,7 +74,7 @@ SHARED_MEDIA = ROOT.parent / "shared" / "media"
 #: The largest group photos of ../shared/media by face count (see its PROVENANCE.md).
 SHARED_PHOTOS = ("group_20_staff_photo_100faces.jpg", "group_17_team_celebration.png",
                  "group_15_masked_crowd_hands.jpg")
-SECTIONS = ("conv_peak", "generator", "photo", "video", "training")
+SECTIONS = ("conv_peak", "generator", "age", "photo", "video", "training")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -89,6 +89,7 @@ class Settings:
     conv: tuple[int, int, int] = (8, 128, 64)  # batch, channels, side of the peak conv
     gen_size: int = 0  # 0: the default model's crop size
     gen_batches: tuple[int, ...] = (1, 8, 32)
+    age_batches: tuple[int, ...] = (1, 32)  # the age estimator (predict: crop and mirror)
     ref_size: int = 128
     ref_ngf: int = 64
     ref_blocks: int = 9
@@ -484,6 +485,26 @@ def generator_section(s: Settings) -> dict[str, Any]:
     if torch.get_num_threads() > 1:
         out["threads"] = thread_scaling(copy.deepcopy(net), crops, s)
     out["reference"] = reference_generator(s, build)
+    return out
+
+
+def age_section(s: Settings) -> dict[str, Any]:
+    """The shipped age estimator: faces/s of AgeEstimator.predict (re-warp or resize, the crop
+    and its mirror) from 128 px crops, by batch, and its MFLOP per face; what --age, --faces
+    age<N and evaluate add per face."""
+    from facecomp.age import AgeEstimator, to_tensor
+
+    est = AgeEstimator.load()
+    size = est.info.input_size
+    crops = face_crops(128, max(s.age_batches))
+    x = to_tensor(crops[:1, :size, :size])
+    with torch.inference_mode():
+        mflop = count_flops(lambda: est.net(torch.cat([x, x.flip(3)]))) / 1e6
+    out: dict[str, Any] = {"input_size": size, "mflop_per_face": mflop, "results": {}}
+    for batch in s.age_batches:
+        progress(f"age estimator batch {batch}")
+        t = median_time(lambda: est.predict(crops[:batch]), "cpu", s)
+        out["results"][str(batch)] = {"faces_per_s": batch / t, "ms_per_face": 1e3 * t / batch}
     return out
 
 
@@ -928,6 +949,8 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS,
                     results[name] = peak = conv_peak_section(s)
                 elif name == "generator":
                     results[name] = generator_section(s)
+                elif name == "age":
+                    results[name] = age_section(s)
                 elif name == "photo":
                     results[name] = photo_section(s, work, heads)
                 elif name == "video":
@@ -1015,6 +1038,12 @@ def format_table(r: dict[str, Any]) -> str:
                  for dev, by_p in ref["results"].items() for p, v in by_p.items()]
         lines.append(f"  reference ngf {ref['arch_args']['ngf']} {ref['size']}px "
                      f"{ref['gflop_per_face']:.1f} GFLOP/face: " + ", ".join(cells))
+    a = r.get("age", {})
+    if "results" in a:
+        cells = [f"b{b} {v['faces_per_s']:.0f} faces/s ({v['ms_per_face']:.1f} ms)"
+                 for b, v in a["results"].items()]
+        lines.append(f"age estimator {a['input_size']}px, {a['mflop_per_face']:.0f} MFLOP/face "
+                     f"(crop + mirror): " + "  ".join(cells))
     ph = r.get("photo", {})
     if "photos" in ph:
         lines.append("photo (warm run)          MP  faces  total s  translate s  "

@@ -143,9 +143,32 @@ def read_info(path: str | Path) -> ModelInfo:
         raise ModelError(f"{path}: model format version {version}, this facecomp reads version "
                          f"{FORMAT_VERSION}; upgrade facecomp or re-export the model")
     try:
-        return ModelInfo.from_json(meta["info"])
-    except (KeyError, ValueError, TypeError) as e:
+        info = ModelInfo.from_json(meta["info"])
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
         raise ModelError(f"{path}: damaged model metadata ({_short(e)})") from None
+    except RecursionError:
+        raise ModelError(f"{path}: damaged model metadata (nested too deeply)") from None
+    problem = _check_info(info)
+    if problem:
+        raise ModelError(f"{path}: refused model metadata: {problem}")
+    return info
+
+
+#: Architecture arguments above this are refused before anything is allocated (the shipped
+#: model uses ngf 32; the reference CycleGAN 64).
+MAX_ARCH_ARG = 1024
+
+
+def _check_info(info: ModelInfo) -> str | None:
+    """Why this metadata cannot describe a usable model, or None."""
+    if not 16 <= info.crop_size <= 2048:
+        return f"crop_size {info.crop_size} is outside 16..2048"
+    for k, v in info.arch_args.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            return f"arch_args {k}={v!r} is not a number or a name"
+        if isinstance(v, (int, float)) and not (abs(v) <= MAX_ARCH_ARG and v == v):
+            return f"arch_args {k}={v} is outside -{MAX_ARCH_ARG}..{MAX_ARCH_ARG}"
+    return None
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu"
@@ -155,21 +178,25 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     info = read_info(path)
     from safetensors.torch import load_file
 
-    try:
-        net = build(info.architecture, **info.arch_args)
-    except (KeyError, TypeError, ValueError) as e:
+    from safetensors import safe_open
+
+    try:  # on the meta device first: shapes only, nothing allocated
+        with torch.device("meta"):
+            shape_net = build(info.architecture, **info.arch_args)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"{path}: cannot build architecture {info.architecture!r} with "
                          f"{info.arch_args} ({_short(e)})") from None
     try:
-        tensors = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:
         raise ModelError(f"{path}: the weights cannot be read, the file may be truncated "
                          f"({_short(e)})") from None
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    expected = {k: tuple(v.shape) for k, v in shape_net.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k} {shapes[k]} (expected {v})"
+             for k, v in expected.items() if k in shapes and shapes[k] != v]
     if missing or unexpected or wrong:
         what = "; ".join(s for s in (
             f"missing {len(missing)} tensors, e.g. {missing[0]}" if missing else "",
@@ -177,6 +204,17 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
             f"wrong shape: {wrong[0]}" if wrong else "") if s)
         raise ModelError(f"{path}: weights do not fit {info.architecture}({_args(info.arch_args)}):"
                          f" {what}")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as e:
+        raise ModelError(f"{path}: the weights cannot be read, the file may be truncated "
+                         f"({_short(e)})") from None
+    bad = next((k for k, v in tensors.items()
+                if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ModelError(f"{path}: the weights hold NaN or infinite values (e.g. {bad}); the "
+                         "model is damaged")
+    net = build(info.architecture, **info.arch_args)
     net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return net.to(device).eval(), info
 
@@ -210,8 +248,13 @@ def list_models(dirs: list[Path] | None = None) -> list[ModelEntry]:
     out: list[ModelEntry] = []
     for d in (search_path() if dirs is None else dirs):
         if not d.is_dir():
+            if dirs is None:
+                log.warning("$FACECOMP_MODELS folder %s does not exist; skipped", d)
             continue
         for p in sorted(d.glob("*.safetensors")):
+            if not p.is_file():  # a FIFO, socket or folder named *.safetensors would hang or fail
+                log.warning("skipping %s: not a regular file", p)
+                continue
             try:
                 out.append(ModelEntry(p, read_info(p)))
             except ModelError as e:

@@ -29,6 +29,10 @@ class Template:
         pts = np.asarray(self.points, dtype=np.float64)
         if pts.shape != (5, 2) or not np.all(np.isfinite(pts)):
             raise ValueError(f"a template needs 5 finite (x, y) points, got shape {pts.shape}")
+        eyes = float(np.hypot(*(pts[1] - pts[0])))
+        if not 0.02 <= eyes <= 2.0 or np.abs(pts).max() > 10:
+            raise ValueError("a template's eyes must be apart, by 0.02 to 2 crop sides, and its "
+                             "points within 10 crop sides")
 
     def pixels(self, crop_size: int) -> np.ndarray:
         """Template points in pixel coordinates of a ``crop_size`` square crop, shape (5, 2)."""

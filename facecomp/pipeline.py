@@ -21,7 +21,7 @@ from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
 from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
 from .face import Face
-from .target import AgeTarget, FacePlan, plan_face
+from .target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, plan_face
 from .track import box_iou
 from .translate import TranslateConfig, Translator, resolve_device
 
@@ -101,12 +101,16 @@ class PhotoConfig:
     # A target age: each face gets the direction and amount of change that bring its estimated
     # age there (see facecomp.target); ``direction`` and the blend's strength are then unused.
     age: AgeTarget | None = None
+    age_max_strength: float = MAX_AGE_STRENGTH  # the most change a target age may ask for
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise ConfigError(f"--direction must be A2B or B2A, got {self.direction!r}")
         if self.min_face < 0:
             raise ConfigError(f"--min-face must be 0 or more pixels, got {self.min_face}")
+        if not 0.0 <= self.age_max_strength <= 2.0:
+            raise ConfigError(f"the largest strength for a target age must be within 0..2, got "
+                              f"{self.age_max_strength}")
         if self.age is not None and self.blend.strength != 1.0:
             raise ConfigError("--age sets each face's strength itself; leave --strength out")
 
@@ -248,7 +252,8 @@ class FaceComp:
         """Per face: the direction and strength that bring its estimated age to the target."""
         if self.config.age is None:
             raise ValueError("plan() needs a target age in the config")
-        return [plan_face(a, self.config.age, self.calibrations) for a in ages]
+        return [plan_face(a, self.config.age, self.calibrations, self.config.age_max_strength)
+                for a in ages]
 
     def translate(self, crops: np.ndarray, directions: list[str]) -> np.ndarray:
         """Aligned crops -> translated crops, each by the generator of its direction; crops of

@@ -144,15 +144,22 @@ class FacePlan:
     note: str = ""
 
 
-def plan_face(age: float, target: AgeTarget, calibrations: dict[str, Calibration]) -> FacePlan:
-    """The direction and strength that bring a face estimated at ``age`` nearest ``target``."""
+#: The largest strength a target age uses by default: beyond it the shipped model's change turns
+#: into blotches and dark eyes more than into age (seen on the sample photo at 2).
+MAX_AGE_STRENGTH = 1.5
+
+
+def plan_face(age: float, target: AgeTarget, calibrations: dict[str, Calibration],
+              max_strength: float = MAX_AGE_STRENGTH) -> FacePlan:
+    """The direction and strength (at most ``max_strength``) that bring a face estimated at
+    ``age`` nearest ``target``."""
     want = target.wanted_shift(age)
     goal = age + want
     if abs(want) < AGE_TOLERANCE:
         return FacePlan(None, 0.0, age, goal, "already at the target age")
     for direction, cal in sorted(calibrations.items()):
         if cal.sign != 0 and cal.sign * want > 0:
-            return FacePlan(direction, cal.strength_for(want), age, goal)
+            return FacePlan(direction, min(cal.strength_for(want), max_strength), age, goal)
     way = "older" if want > 0 else "younger"
     return FacePlan(None, 0.0, age, goal, f"the model has no calibrated direction that makes "
                                           f"faces {way}")

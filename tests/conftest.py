@@ -88,10 +88,10 @@ def group_image() -> np.ndarray:
 
 
 def make_info(arch: str, direction: str = "A2B", crop: int = 128, name: str = "testmodel",
-              arch_args: dict | None = None) -> ModelInfo:
+              arch_args: dict | None = None, extra: dict | None = None) -> ModelInfo:
     return ModelInfo(name=name, architecture=arch, arch_args=arch_args or {}, crop_size=crop,
                      template=FACECOMP_V1, domains={"A": "plain", "B": "inverted"},
-                     direction=direction)
+                     direction=direction, extra=extra or {})
 
 
 @pytest.fixture

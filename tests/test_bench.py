@@ -46,7 +46,7 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     bench = load_bench()
     tiny = dataclasses.replace(
         bench.QUICK, name="tiny", repeats=1, warmup=1, min_sample_s=0.0, conv=(1, 16, 16),
-        gen_size=32, gen_batches=(1, 2), ref_size=32, ref_ngf=8, ref_blocks=1,
+        gen_size=32, gen_batches=(1, 2), age_batches=(1, 2), ref_size=32, ref_ngf=8, ref_blocks=1,
         media_dir=str(tmp_path / "no-media"), synth_size=(400, 300), synth_faces=2,
         video_size=(192, 144), video_frames=3, video_faces=(1,), train_size=32, train_ngf=8,
         train_blocks=1, train_ndf=8, train_warmup=0, train_steps=1, group_heads=False)
@@ -84,6 +84,10 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     ref = g["reference"]
     assert positive(ref["gflop_per_face"]) and ref["gflop_per_face"] > g["gflop_per_face"] / 100
     assert positive(ref["results"]["cpu"]["bf16"]["1"]["forward_faces_per_s"])
+
+    a = r["age"]
+    assert positive(a["mflop_per_face"]) and a["input_size"] >= 16
+    assert all(positive(v["faces_per_s"]) for v in a["results"].values())
 
     ph = r["photo"]
     assert "no-media" in ph["note"]  # the shared photos were skipped, with a note

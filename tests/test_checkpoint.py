@@ -172,3 +172,86 @@ def test_model_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+# --- hostile model files: a model is an input like any other ------------------------------
+
+
+def _small(tmp_path: Path, name: str = "m.safetensors") -> Path:
+    path = tmp_path / name
+    net = ResnetGenerator(ngf=4, n_blocks=1)
+    save_generator(path, net, make_info("resnet_generator", arch_args={"ngf": 4, "n_blocks": 1}))
+    return path
+
+
+def _with_info(src: Path, dst: Path, edit) -> Path:
+    """A copy of ``src`` whose metadata JSON text was changed by ``edit``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    meta["info"] = edit(meta["info"])
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+def test_huge_architecture_arguments_are_refused_before_allocating(tmp_path):
+    path = _small(tmp_path)
+    for value in ("20000", "1e400", "-5"):
+        bad = _with_info(path, tmp_path / "huge.safetensors",
+                         lambda t: t.replace('"ngf": 4', f'"ngf": {value}'))
+        with pytest.raises(ModelError, match="refused|fit|cannot build") as e:
+            load_generator(bad)
+        assert "huge.safetensors" in str(e.value)
+    # a plausible size whose header shapes do not match: found on the meta device, no weights
+    bad = _with_info(path, tmp_path / "mid.safetensors",
+                     lambda t: t.replace('"ngf": 4', '"ngf": 512'))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_generator(bad)
+
+
+def test_metadata_that_used_to_crash_is_refused(tmp_path):
+    path = _small(tmp_path)
+    cases = {
+        "crop": lambda t: t.replace('"crop_size": 128', '"crop_size": 1e400'),
+        "nested": lambda t: t.replace('"extra": {}', '"extra": ' + "[" * 5000 + "]" * 5000),
+        "template": lambda t: json.dumps({**json.loads(t), "template": {
+            "name": "flat", "points": [[0.5, 0.5]] * 5}}),
+    }
+    for name, edit in cases.items():
+        bad = _with_info(path, tmp_path / f"{name}.safetensors", edit)
+        with pytest.raises(ModelError) as e:
+            read_info(bad)
+        assert f"{name}.safetensors" in str(e.value), name
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = _small(tmp_path)
+    tensors = load_file(str(path))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("inf"))
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    save_file(tensors, str(tmp_path / "inf.safetensors"), metadata=meta)
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        load_generator(tmp_path / "inf.safetensors")
+
+
+def test_a_fifo_and_a_bad_file_in_the_model_folder_are_skipped(tmp_path, monkeypatch, caplog):
+    d = tmp_path / "models"
+    d.mkdir()
+    good = _small(d, "good.safetensors")
+    os.mkfifo(d / "pipe.safetensors")  # reading it would block forever
+    _with_info(good, d / "deep.safetensors", lambda t: t.replace(
+        '"extra": {}', '"extra": ' + "[" * 5000 + "]" * 5000))
+    monkeypatch.setenv("FACECOMP_MODELS", f"{d}{os.pathsep}{tmp_path / 'missing'}")
+    found = [e.path.name for e in list_models()]
+    assert "good.safetensors" in found and "pipe.safetensors" not in found
+    assert "deep.safetensors" not in found
+    text = caplog.text
+    assert "not a regular file" in text and "deep.safetensors" in text and "missing" in text
+    assert resolve_model("testmodel", "A2B") == good  # one bad file breaks nothing else

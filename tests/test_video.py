@@ -359,3 +359,50 @@ def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
     assert 7 <= face_frames <= 7 + TrackConfig().max_missed, runs
     # a new face is found by the next full detection (frame 10) and joins the followed one
     assert runs["another comes at frame 8"] == ([0, 5, 10, 15], 20 + 10, 2), runs
+
+
+class NoisyAge:
+    """A stand-in estimator whose estimate of the same face jumps between 25 and 45."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, crops, template=None):
+        out = []
+        for _ in range(len(crops)):
+            self.calls += 1
+            out.append(25.0 if self.calls % 2 else 45.0)
+        return np.array(out)
+
+
+def test_a_target_age_in_video_uses_each_tracks_smoothed_age(tmp_path, detector):
+    """--age in a video: the change follows each track's age averaged over time, so a noisy
+    per-frame estimate does not make the pasted change pulse."""
+    from facecomp.blend import BlendConfig
+    from facecomp.target import AgeTarget, Calibration
+
+    from .conftest import Shift
+
+    still = moving_face_frames(1)[0]
+    clip = tmp_path / "still.mp4"
+    make_clip(clip, [still] * 30, audio=False)
+    x1, y1, x2, y2 = (round(v) for v in detector.detect(still)[0].box)
+    centre = (slice(y1 + (y2 - y1) // 3, y2 - (y2 - y1) // 3),
+              slice(x1 + (x2 - x1) // 3, x2 - (x2 - x1) // 3))
+    cal = Calibration((0.0, 1.0, 2.0), (0.0, 20.0, 40.0), n=1)
+    level = {}
+    for name, tau in (("smooth", VideoConfig().age_smoothing), ("raw", 0.0)):
+        info = make_info("test_shift", extra={"age_calibration": cal.to_json()})
+        fc = FaceComp(PhotoConfig(age=AgeTarget.parse("60"), blend=BlendConfig(color_match=False)),
+                      generators={"A2B": (Shift(0.4), info)}, detector=detector,
+                      estimator=NoisyAge())
+        out = tmp_path / f"{name}.mp4"
+        translate_video(clip, out, fc, VideoConfig(preset="ultrafast", crf=12,
+                                                   age_smoothing=tau))
+        level[name] = np.array([f[centre].astype(float).mean() for f in frames_of(out)])
+    base = still[centre].astype(float).mean()
+    assert level["smooth"][10:].mean() > base + 10  # the faces were made 'older' (brighter)
+    jumps = {k: np.abs(np.diff(v[10:])).mean() for k, v in level.items()}
+    print("mean change per frame of the face centre (levels):", jumps)
+    assert jumps["raw"] > 2  # the per-frame plan does pulse
+    assert jumps["raw"] >= 3 * jumps["smooth"], jumps
