@@ -397,8 +397,10 @@ def prepare(
 ) -> None:
     """Turn raw face images into aligned training crops, framed exactly as `photo` frames them.
 
-    Re-running continues where a run stopped (see OUT/prepare.jsonl). Exits 0 when the run
-    completed, even if some files failed (they are counted); 1 only if every file failed.
+    Re-running continues where a run stopped (see OUT/prepare.jsonl); into an OUT that holds
+    no crops yet, a re-run may change the settings. Exits 0 when the run completed, even if some
+    files failed (they are counted); 1 when every file failed or no crop was written (the
+    message says why, e.g. the template that fits the images' framing).
 
     Example: facecomp prepare utkface/ crops/ --size 128 --age 18-30
     """
@@ -443,6 +445,9 @@ def prepare(
                 for h in handlers:
                     h.setStream(stderr)
         _info(report.summary())
+        if report.nothing_written and not report.all_failed:
+            typer.echo(f"facecomp: error: {report.nothing_written}", err=True)
+            return 1
         return 1 if report.all_failed else 0
 
     raise typer.Exit(_guard(run))

@@ -91,6 +91,27 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
         raise ConfigError(f"-o {output}: several inputs need an output folder, not a file name")
     if output is not None and output.exists() and not output.is_dir() and many:
         raise ConfigError(f"-o {output}: is a file; several inputs need an output folder")
+    inputs_by_path = {j.src.resolve(): j.src for j in sources if not j.error}
+    inputs_by_id = {}
+    for j in sources:
+        if not j.error:
+            try:
+                st = j.src.stat()
+                inputs_by_id[(st.st_dev, st.st_ino)] = j.src
+            except OSError:
+                pass
+
+    def input_at(path: Path) -> Path | None:
+        """The input of this run that writing ``path`` would replace, if any."""
+        hit = inputs_by_path.get(path.resolve())
+        if hit is None:
+            try:
+                st = path.stat()
+                hit = inputs_by_id.get((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        return hit
+
     jobs, seen = [], {}
     for job in sources:
         if job.error:
@@ -112,6 +133,11 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
         if key == src.resolve():
             jobs.append(Job(src, dst, f"{src}: the output would overwrite the input; choose "
                                       "another -o"))
+            continue
+        clash = input_at(dst) or input_at(debug_path(dst))
+        if clash is not None:  # by path or by file identity (a hard link), never replaced
+            jobs.append(Job(src, dst, f"{src}: its output {dst} would overwrite {clash}, an "
+                                      "input of this run; choose another -o"))
             continue
         if key in seen:
             raise ConfigError(f"{src} and {seen[key]} would both be written to {dst}; "

@@ -240,6 +240,7 @@ class PrepareReport:
     remaining: int = 0     # files left for a later run by ``limit``
     processed: int = 0     # files processed by this run
     seconds: float = 0.0
+    nothing_written: str | None = None  # why OUT holds no crop at all after this run, if so
 
     @property
     def all_failed(self) -> bool:
@@ -305,12 +306,25 @@ def prepare(src: Path, out: Path, config: PrepareConfig, detector: Detector | No
             if on_progress:
                 on_progress(i + 1, len(items))
     report.seconds = time.perf_counter() - t0
+    hint = _framing_hint(config)
     if report.out_of_frame:
         log.warning("%d faces were skipped because more than %.0f%% of their crop would be "
-                    "mirror padding: their images are cropped too tightly for template %s "
-                    "(--max-outside 1 keeps them)", report.out_of_frame,
-                    100 * config.max_outside, config.template.name)
+                    "mirror padding: their images are cropped too tightly for template %s (%s)",
+                    report.out_of_frame, 100 * config.max_outside, config.template.name, hint)
+    if report.processed and not report.written and not any(
+            r.get("status") == "written" for r in read_manifest(out).values()):
+        why = (f"{report.out_of_frame} faces out of frame: {hint}" if report.out_of_frame else
+               f"{report.no_face} without a face, {report.too_small} faces too small, "
+               f"{report.failed} failed")
+        report.nothing_written = f"prepare wrote no crops from {report.processed} files ({why})"
     return report
+
+
+def _framing_hint(config: PrepareConfig) -> str:
+    if config.template.name != "facecomp-tight":
+        return ("for images cropped tightly around the face, like UTKFace's, use --template "
+                "facecomp-tight --max-outside 0.4; --max-outside 1 keeps every face")
+    return "--max-outside 1 keeps every face"
 
 
 def find_images(src: Path, recursive: bool = False) -> list[Path]:
@@ -508,6 +522,13 @@ def _open_manifest(out: Path, config: PrepareConfig) -> Iterator[_Manifest]:
         fp.seek(0)
         text = fp.read()
         records = _parse_manifest(text, path)
+        if records and not any(r.get("status") == "written" for r in records.values()) and \
+                any(r.get(k) != v for r in records.values() for k, v in config.settings().items()):
+            # OUT holds no crops: a re-run may change the settings (e.g. the template)
+            log.info("%s holds no crops; starting afresh with the new settings", out)
+            fp.seek(0)
+            fp.truncate()
+            text, records = "", {}
         _check_settings(records, config, out)
         if text and not text.endswith("\n"):
             fp.write("\n")  # after a line cut short by a killed run

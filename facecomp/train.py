@@ -26,12 +26,15 @@ equals N steps + ``--resume`` + N steps, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
+import platform
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +48,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import ModelInfo, save_generator
-from .errors import ConfigError, FaceCompError, InputError
+from .errors import ConfigError, FaceCompError, InputError, OutputError
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
 from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator
@@ -472,12 +475,61 @@ def steps_per_epoch(c: TrainConfig, n_a: int, n_b: int, world: int = 1) -> int:
     return max(1, samples // (c.batch_size * world))
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder: a second ``train`` on it (fresh or --resume)
+    is refused at once, naming the process that holds it, instead of interleaving its
+    checkpoints and stats with this one's. A folder this call created and left empty is removed."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fp = open(run / LOCK_FILE, "a+")
+    except OSError as e:
+        raise OutputError(f"{run}: cannot create the run folder ({e.strerror or e}); choose "
+                          "another --out") from None
+    try:
+        try:
+            fcntl.flock(fp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fp.seek(0)
+            holder = fp.read().strip() or "another process"
+            raise OutputError(f"{run} is in use by another training run ({holder}); wait for it "
+                              "to finish or choose another --out") from None
+        fp.seek(0)
+        fp.truncate()
+        fp.write(f"pid {os.getpid()} on {platform.node()}\n")
+        fp.flush()
+        yield
+    finally:
+        fp.close()
+        if created and {p.name for p in run.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(run, ignore_errors=True)
+
+
 def train(config: TrainConfig, *, resume: bool = False, overrides: set[str] | None = None,
           on_tick: Callable[[Progress], None] | None = None) -> TrainResult:
     """Train (or resume) a CycleGAN run in ``config.out``; returns where it stopped.
 
     On resume the saved recipe is kept; of the RESUMABLE options, those named in ``overrides``
-    (default: every one that differs from the saved run) are taken from ``config``."""
+    (default: every one that differs from the saved run) are taken from ``config``. The run
+    folder is locked meanwhile (:func:`run_lock`)."""
+    rank, _ = _distributed()
+    if rank != 0:
+        return _train(config, resume, overrides, on_tick)
+    with run_lock(Path(config.out)):
+        return _train(config, resume, overrides, on_tick)
+
+
+def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
+           on_tick: Callable[[Progress], None] | None) -> TrainResult:
     rank, world = _distributed()
     run = Path(config.out)
     state = None
@@ -675,8 +727,15 @@ def _trim_stats(path: Path, step: int) -> None:
     """Drop stats lines written after the checkpoint we resume from."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and
-            json.loads(ln).get("step", 0) <= step]
+    keep = []
+    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            rec = json.loads(ln) if ln.strip() else None
+        except ValueError:  # e.g. the last line of a run killed or out of disk while writing
+            log.warning("%s: line %d is cut short or damaged; dropped", path, n)
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(ln)
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text("".join(ln + "\n" for ln in keep))
 

@@ -328,3 +328,32 @@ def test_cli_exit_2_for_out_inside_src_and_a_missing_size(tmp_path):
     assert r.exit_code == 2
     one_error_line(r, "inside SRC")
     assert _run(src, tmp_path / "out").exit_code == 2  # --size is required
+
+
+def test_a_run_that_writes_nothing_exits_1_and_names_the_template_that_fits(detector,
+                                                                              tmp_path):
+    """UTKFace-like tight crops with the default (loose) template: no crop fits, so the run
+    says which template does and exits 1; a re-run into that OUT may switch template."""
+    rgb = load_rgb(PORTRAIT)
+    x1, y1, x2, y2 = (int(round(v)) for v in detector.detect(rgb)[0].box)
+    tight = tmp_path / "tight.png"
+    face = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+    write_image(tight, cv2.resize(face, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC))
+    src = _folder(tmp_path / "src", {"tight.png": tight})
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["prepare", str(src), str(out), "--size", "64", "--holdout",
+                                 "0", "--device", "cpu"])
+    assert r.exit_code == 1
+    one_error_line(r, "wrote no crops", "--template facecomp-tight")
+    r = CliRunner().invoke(app, ["prepare", str(src), str(out), "--size", "64", "--holdout",
+                                 "0", "--device", "cpu", "--template", "facecomp-tight",
+                                 "--max-outside", "1"])
+    assert r.exit_code == 0, r.output
+    assert _names(out) == {"tight.png"}
+    recs = read_manifest(out)
+    assert recs["tight.png"]["template"] == "facecomp-tight"
+    # once crops exist, the settings are fixed for that OUT
+    r = CliRunner().invoke(app, ["prepare", str(src), str(out), "--size", "64", "--device",
+                                 "cpu"])
+    assert r.exit_code == 2
+    one_error_line(r, "holds crops made with")

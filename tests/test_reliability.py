@@ -309,3 +309,52 @@ def test_training_killed_at_random_moments_resumes_cleanly(tmp_path):
         net, info = load_generator(run / f"tiny.{d}.safetensors")
         assert info.extra["step"] == steps
     assert not list(run.glob(".facecomp-tmp-*"))
+
+
+# --- data loss: an output never replaces an input of the same run ---------------------------
+
+def _digests(*folders: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+def test_an_output_never_overwrites_another_input_of_the_run(tmp_path, invert_model):
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    d1.mkdir()
+    d2.mkdir()
+    _group(320).save(d1 / "a.jpg")
+    _group(300).save(d2 / "a.jpg")
+    _group(280).save(d2 / "b.jpg")
+    before = _digests(d1, d2)
+    # photo d1 d2 -o d2 --overwrite: d1/a.jpg's result would land on the input d2/a.jpg
+    r = runner.invoke(app, ["photo", str(d1), str(d2), "-o", str(d2), "--overwrite", "--model",
+                            str(invert_model)])
+    assert r.exit_code == 1
+    assert "an input of this run" in r.stderr and "Traceback" not in r.output
+    after = _digests(d1, d2)
+    assert all(after[k] == v for k, v in before.items())  # every input as it was
+    # photo x.jpg x.facecomp.jpg --overwrite: the first result is the second input
+    x = tmp_path / "x.jpg"
+    _group(320).save(x)
+    second = tmp_path / "x.facecomp.jpg"
+    _group(300).save(second)
+    keep = hashlib.sha256(second.read_bytes()).hexdigest()
+    r = runner.invoke(app, ["photo", str(x), str(second), "--overwrite", "--model",
+                            str(invert_model)])
+    assert r.exit_code == 1 and "an input of this run" in r.stderr
+    assert hashlib.sha256(second.read_bytes()).hexdigest() == keep
+    # a hard link of an input, as an output path, is the same file
+    os.link(x, tmp_path / "link.jpg")
+    keep_x = hashlib.sha256(x.read_bytes()).hexdigest()
+    r = runner.invoke(app, ["photo", str(x), str(d1 / "a.jpg"), "-o", str(tmp_path / "o"),
+                            "--model", str(invert_model)])
+    assert r.exit_code == 0, r.output
+    from facecomp.photo import plan_jobs
+
+    jobs = plan_jobs([tmp_path / "link.jpg", d2 / "b.jpg"], None)
+    assert all(j.error is None for j in jobs)
+    (tmp_path / "y.jpg").write_bytes(x.read_bytes())
+    os.link(x, tmp_path / "y.facecomp.jpg")  # y's default output is a link to the input x
+    jobs = plan_jobs([x, tmp_path / "y.jpg"], None)
+    assert jobs[1].error and "an input of this run" in jobs[1].error
+    assert hashlib.sha256(x.read_bytes()).hexdigest() == keep_x

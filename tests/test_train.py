@@ -324,3 +324,50 @@ def test_runs_saved_before_the_upsample_option_resume_with_transposed_convs(doma
     assert read_info(resolve_model(str(tmp_path / "new"), "B2A")).arch_args["upsample"] == "resize"
     with pytest.raises(ConfigError, match="--upsample must be one of"):
         tiny(domains, tmp_path, upsample="deconv")
+
+
+def test_resume_drops_a_stats_line_cut_short(domains, tmp_path):
+    """A crash or a full disk leaves a cut last line in stats.jsonl: --resume drops it."""
+    run = tmp_path / "run"
+    train(tiny(domains, run, max_steps=2))
+    with open(run / "stats.jsonl", "a") as f:
+        f.write('{"step": 3, "G": 0.9')  # cut mid-line
+    train(tiny(domains, run, max_steps=3), resume=True)
+    steps = [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_a_second_training_on_the_same_run_folder_is_refused(domains, tmp_path):
+    """While one train holds the run folder, another (fresh or --resume) gets a one-line
+    refusal naming the holder and writes nothing."""
+    import subprocess
+    import sys
+
+    from facecomp.errors import OutputError
+
+    run = tmp_path / "run"
+    train(tiny(domains, run, max_steps=1))
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+        "fcntl.flock(f.fileno(), fcntl.LOCK_EX); f.seek(0); f.truncate(); "
+        "f.write('pid 4242 on testhost'); f.flush(); print('locked', flush=True); "
+        "time.sleep(60)"), str(run / T.LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for resume in (True, False):
+            with pytest.raises(OutputError, match="in use by another training run.*pid 4242"):
+                train(tiny(domains, run, max_steps=2), resume=resume)
+        after = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+        assert {k: v for k, v in after.items() if k != T.LOCK_FILE} == \
+            {k: v for k, v in before.items() if k != T.LOCK_FILE}
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny(domains, run, max_steps=2), resume=True)  # free again: it continues
+
+
+def test_a_failed_fresh_run_leaves_no_empty_run_folder(domains, tmp_path):
+    with pytest.raises(Exception):
+        train(tiny(domains, tmp_path / "run", a=str(tmp_path / "missing")))
+    assert not (tmp_path / "run").exists()
