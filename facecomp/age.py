@@ -134,15 +134,12 @@ class AgeInfo:
 def save_estimator(path: str | Path, net: AgeNet, info: AgeInfo, *,
                    dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
     """Write the estimator's weights (buffers included) and ``info`` atomically."""
-    from safetensors.torch import save_file
-
-    from .io import atomic_path
+    from .checkpoint import write_safetensors
 
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in net.state_dict().items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta, overwrite=overwrite)
 
 
 def ship_estimator(src: str | Path, dst: str | Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, OutputError
 from .geometry import Template
 from .networks import build
 
@@ -94,29 +94,39 @@ class ModelInfo:
 def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
                    dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
     """Write ``generator``'s weights and ``info`` atomically as one safetensors file."""
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in generator.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
+    write_safetensors(path, tensors, meta, overwrite=overwrite)
+
+
+def write_safetensors(path: str | Path, tensors: dict, meta: dict, *,
+                      overwrite: bool = True) -> None:
+    """Write a safetensors file atomically; any failure (a full disk included: safetensors
+    raises its own error type there) is a one-line OutputError and leaves no file behind."""
     from safetensors.torch import save_file
 
     from .io import atomic_path
 
-    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in generator.state_dict().items()}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except OSError:
+            raise
+        except Exception as e:
+            raise OutputError(f"{path}: cannot write the model file ({_short(e)}); is the disk "
+                              "full?") from None
 
 
 def update_info(path: str | Path, info: ModelInfo) -> None:
     """Replace the metadata of a model file, keeping its tensors exactly (atomic rewrite)."""
-    from safetensors.torch import load_file, save_file
-
-    from .io import atomic_path
+    from safetensors.torch import load_file
 
     path = Path(path)
     read_info(path)  # a facecomp model file, readable
     tensors = load_file(str(path), device="cpu")
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
-    with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(path, tensors, meta)
 
 
 def read_info(path: str | Path) -> ModelInfo:

@@ -248,10 +248,13 @@ def video(
                                feather, strength, age)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
                               preset=preset)
-        dst = output or default_output(src)
-        if dst.exists() and not overwrite:
-            from .errors import OutputError
+        from .errors import OutputError
 
+        dst = output or default_output(src)
+        if len(dst.name.encode()) > 255:
+            raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 bytes "
+                              "a file name may have; choose a shorter -o")
+        if dst.exists() and not overwrite:
             raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
         pipeline = FaceComp(config)
         bar = _Bar("frames")

@@ -134,6 +134,11 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
             jobs.append(Job(src, dst, f"{src}: the output would overwrite the input; choose "
                                       "another -o"))
             continue
+        if len(debug_path(dst).name.encode()) > 255:
+            jobs.append(Job(src, dst, f"{src}: the output name {dst.name[:40]}... is longer than "
+                                      "the 255 bytes a file name may have; rename the input or "
+                                      "choose another -o"))
+            continue
         clash = input_at(dst) or input_at(debug_path(dst))
         if clash is not None:  # by path or by file identity (a hard link), never replaced
             jobs.append(Job(src, dst, f"{src}: its output {dst} would overwrite {clash}, an "
@@ -234,5 +239,8 @@ def _write(job: Job, img: LoadedImage, result: PhotoResult, t_decode: float, ove
         msg += f", {n - done - small - len(kept)} not selected"
     if done == 0:
         msg += "; wrote a copy"
+    if img.n_frames > 1:
+        msg += (f"; only the first of its {img.n_frames} frames was translated (the output "
+                "has one frame)")
     return FileReport(job.src, job.dst, "done" if done else "no faces", n, done, small, msg,
                       timings)

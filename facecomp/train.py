@@ -685,7 +685,12 @@ def _save(n: Nets, c: TrainConfig, run: Path, step: int, epoch: int, done_in_epo
         "scalers": [sc.state_dict() for sc in n.scalers] if n.scalers else [],
     }
     with atomic_path(run / STATE_FILE, overwrite=True) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's writer reports a full disk this way
+            raise OutputError(f"{run / STATE_FILE}: cannot write the training state "
+                              f"({str(e).strip().splitlines()[0][:120]}); is the disk full? "
+                              "The last complete checkpoint is kept") from None
 
 
 def _load_run(run: Path, given: TrainConfig, overrides: set[str] | None
@@ -768,7 +773,10 @@ def _write_samples(n: Nets, fixed, path: Path, size: int) -> None:
         y = G(x)
         rows += [to_uint8(x), to_uint8(y), to_uint8(F(y))]
     G_A.train(was[0]), G_B.train(was[1])
-    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    strips = [np.concatenate(list(r), axis=1) for r in rows]
+    width = max(s.shape[1] for s in strips)  # the domains may show different numbers of faces
+    grid = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)),
+                                  constant_values=255) for s in strips], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, grid, quality=90, overwrite=True)
 

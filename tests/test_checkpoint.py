@@ -255,3 +255,19 @@ def test_a_fifo_and_a_bad_file_in_the_model_folder_are_skipped(tmp_path, monkeyp
     text = caplog.text
     assert "not a regular file" in text and "deep.safetensors" in text and "missing" in text
     assert resolve_model("testmodel", "A2B") == good  # one bad file breaks nothing else
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """safetensors raises its own error type when the disk fills: an OutputError, no file."""
+    import safetensors.torch
+
+    from facecomp.errors import OutputError
+
+    def full(*a, **k):
+        raise safetensors.SafetensorError("Error while serializing: No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OutputError, match="disk"):
+        save_generator(tmp_path / "m.safetensors", ResnetGenerator(ngf=4, n_blocks=1),
+                       make_info("resnet_generator", arch_args={"ngf": 4, "n_blocks": 1}))
+    assert list(tmp_path.iterdir()) == []

@@ -358,3 +358,27 @@ def test_an_output_never_overwrites_another_input_of_the_run(tmp_path, invert_mo
     jobs = plan_jobs([x, tmp_path / "y.jpg"], None)
     assert jobs[1].error and "an input of this run" in jobs[1].error
     assert hashlib.sha256(x.read_bytes()).hexdigest() == keep_x
+
+
+def test_an_output_name_over_255_bytes_fails_that_file_only(tmp_path, invert_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    long = folder / ("é" * 120 + ".jpg")  # 244 bytes: the input exists, NAME.facecomp.jpg can't
+    _group(320).save(long)
+    _group(300).save(folder / "short.jpg")
+    r = runner.invoke(app, ["photo", str(long), str(folder / "short.jpg"), "--model",
+                            str(invert_model)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "255 bytes" in r.stderr and "1 done" in r.stderr
+    assert (folder / "short.facecomp.jpg").is_file()
+    r = runner.invoke(app, ["video", str(long), "-o", str(tmp_path / ("v" * 300 + ".mp4"))])
+    assert r.exit_code == 1
+    one_error_line(r, "255 bytes")
+
+
+def test_a_multi_frame_image_says_only_its_first_frame_was_translated(tmp_path, invert_model):
+    src = tmp_path / "anim.gif"
+    _group(480).save(src, save_all=True, append_images=[Image.new("RGB", (480, 320))],
+                     duration=200)
+    r = _photo(src, invert_model)
+    assert r.exit_code == 0 and "only the first of its 2 frames" in r.stderr

@@ -371,3 +371,22 @@ def test_a_failed_fresh_run_leaves_no_empty_run_folder(domains, tmp_path):
     with pytest.raises(Exception):
         train(tiny(domains, tmp_path / "run", a=str(tmp_path / "missing")))
     assert not (tmp_path / "run").exists()
+
+
+def test_sample_grids_with_unequal_or_few_held_out_faces(tmp_path):
+    """Domains with 1 and 3 held-out faces (and 2 and 5 training images): the sample grid is
+    written, padded, instead of crashing the run."""
+    img = np.asarray(Image.open(SAMPLES / "group.jpg").convert("RGB"))
+    for d, n_train, n_held in (("a", 2, 1), ("b", 5, 3)):
+        (tmp_path / d / "holdout").mkdir(parents=True)
+        for i in range(n_train + n_held):
+            crop = img[10 * i:10 * i + 40, 20 * i:20 * i + 40]
+            folder = tmp_path / d / ("holdout" if i >= n_train else "")
+            Image.fromarray(crop if d == "a" else 255 - crop).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    train(tiny((tmp_path / "a", tmp_path / "b"), run, max_steps=2, sample_every=1,
+               batch_size=1))
+    grids = sorted((run / "samples").glob("*"))
+    assert grids
+    g = np.asarray(Image.open(grids[-1]))
+    assert g.shape[0] == 6 * 32 and g.shape[1] == 3 * 32  # six rows, as wide as 3 faces
