@@ -258,13 +258,20 @@ def domain_files(folder: str, batch_size: int, which: str) -> list[Path]:
     if len(files) < batch_size:
         raise InputError(f"--{which} {path}: {len(files)} image(s) but --batch-size is "
                          f"{batch_size}; add images or lower the batch size")
+    odd = []
     for f in files:
         try:
             with Image.open(f) as im:
+                if im.size[0] != im.size[1]:
+                    odd.append(f"{f.name} {im.size[0]}x{im.size[1]}")
                 im.verify()
         except Exception as e:  # any unreadable file stops the run before training starts
             raise InputError(f"{f}: unreadable image ({str(e).splitlines()[0][:80]}); remove it "
                              "or run `facecomp prepare` again") from None
+    if odd:
+        log.warning("--%s %s: %d of %d images are not square (e.g. %s): training expects "
+                    "aligned face crops from `facecomp prepare`", which, path, len(odd),
+                    len(files), odd[0])
     return files
 
 
@@ -476,6 +483,8 @@ def steps_per_epoch(c: TrainConfig, n_a: int, n_b: int, world: int = 1) -> int:
 
 
 LOCK_FILE = ".lock"
+#: A loss above this (LSGAN and L1 terms are normally below 20) means training is blowing up.
+LOSS_WARNING = 1e3
 
 
 @contextlib.contextmanager
@@ -546,6 +555,9 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
         torch.cuda.set_device(device)
     a_files = domain_files(c.a, c.batch_size, "a")
     b_files = domain_files(c.b, c.batch_size, "b")
+    if Path(c.a).resolve() == Path(c.b).resolve():
+        log.warning("--a and --b are the same folder (%s): the two domains do not differ, so "
+                    "the model can only learn to leave faces as they are", c.a)
     if c.template == "auto":
         c = config = dataclasses.replace(c, template=data_template(c.a, c.b))
     if rank == 0:
@@ -588,6 +600,7 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
     log.info("training %s: %d + %d images, %d steps/epoch, %d epochs, %s on %s", c.name,
              len(a_files), len(b_files), per_epoch, c.total_epochs, dtype, device)
     t_last, n_last = time.perf_counter(), step
+    warned_loss = False
     try:
         while epoch < c.total_epochs and step < stop_at:
             size = c.size_at(epoch)
@@ -598,6 +611,12 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
                                            rank, world, device):
                 losses = train_step(n, real_A, real_B, c, autocast)
                 step += 1
+                if not warned_loss and max(losses.values()) > LOSS_WARNING:
+                    warned_loss = True
+                    k = max(losses, key=losses.get)
+                    log.warning("loss %s reached %.3g at step %d (usually below 20): the "
+                                "learning rate may be too high (--lr %g)", k, losses[k], step,
+                                c.lr)
                 done_in_epoch += 1
                 now = time.perf_counter()
                 rate = (step - n_last) / max(now - t_last, 1e-9)

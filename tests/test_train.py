@@ -390,3 +390,23 @@ def test_sample_grids_with_unequal_or_few_held_out_faces(tmp_path):
     assert grids
     g = np.asarray(Image.open(grids[-1]))
     assert g.shape[0] == 6 * 32 and g.shape[1] == 3 * 32  # six rows, as wide as 3 faces
+
+
+def test_suspicious_training_inputs_are_warned_about(domains, tmp_path, caplog, monkeypatch):
+    """The same folder for both domains, non-square images and exploding losses each get a
+    warning (training still runs: they may be intended)."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((30, 50, 3), 40 * i, np.uint8)).save(odd / f"{i}.png")
+    train(tiny(domains, tmp_path / "r1", a=str(odd), b=str(odd), max_steps=1))
+    assert "same folder" in caplog.text and "not square" in caplog.text
+    caplog.clear()
+    real_step = T.train_step
+
+    def exploding(*a, **k):  # what a far too high learning rate does to the losses
+        return {**real_step(*a, **k), "G": 1e13}
+
+    monkeypatch.setattr(T, "train_step", exploding)
+    train(tiny(domains, tmp_path / "r2", max_steps=3))
+    assert caplog.text.count("learning rate may be too high") == 1  # once, not every step
