@@ -7,6 +7,7 @@ interrupted. Errors are printed as one line, never as a traceback (``--debug-err
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from enum import Enum
@@ -18,15 +19,27 @@ import typer
 from . import __version__
 from .errors import ConfigError, FaceCompError, ModelError
 
-EXIT_CODES = """Exit codes: 0 all inputs done (a photo without faces counts as done); 1 some
-inputs failed (the others were still processed); 2 usage, configuration or model error."""
+EXIT_CODES = """Exit codes: 0 done; 1 an input or output problem (see the message); 2 usage,
+configuration or model error; 130 interrupted."""
+_PHOTO_EXIT = """Exit codes: 0 all inputs done (a photo without faces counts as done); 1 some
+inputs failed (the others were still processed); 2 usage, configuration or model error; 130
+interrupted."""
+_VIDEO_EXIT = """Exit codes: 0 the video was written; 1 the input cannot be read or the output
+cannot be written (nothing is left at OUT); 2 usage, configuration or model error; 130
+interrupted."""
+_PREPARE_EXIT = """Exit codes: 0 the run completed, even if some files failed (they are counted);
+1 every file failed or no crop was written; 2 usage or configuration error; 130 interrupted
+(re-run to continue)."""
+_TRAIN_EXIT = """Exit codes: 0 training stopped at its end or at --max-steps; 1 a data, output or
+divergence problem (the last checkpoint is kept); 2 usage, configuration or model error; 130
+interrupted (--resume continues)."""
 
 app = typer.Typer(
     name="facecomp", no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Change faces in group photos with a CycleGAN: detect every face, align it, translate "
          "it (e.g. young -> old) and paste it back seamlessly; the rest of the picture is left "
-         "untouched.\n\n" + EXIT_CODES)
+         "untouched.\n\n" + EXIT_CODES + " Each command's --help lists its own.")
 
 
 class Direction(str, Enum):
@@ -114,14 +127,15 @@ def _main(
         torch.set_num_threads(threads)
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=_PHOTO_EXIT)
 def photo(
     inputs: Annotated[list[Path], typer.Argument(
         help="Image files (JPEG, PNG, WebP, BMP, TIFF) and/or folders of them.",
         show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output file (one input) or folder (several inputs). Default: "
-                               "NAME.facecomp.EXT beside each input.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output file (one input) or folder (several inputs, or a name "
+                               "ending in /; created if missing). Default: NAME.facecomp.EXT "
+                               "beside each input.")] = None,
     direction: DirectionOpt = Direction.A2B,
     model: ModelOpt = None,
     blend: BlendOpt = Blend.feather,
@@ -138,6 +152,9 @@ def photo(
     strength: StrengthOpt = 1.0,
     age: AgeOpt = None,
     overwrite: OverwriteOpt = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave outputs that already exist as they are and count them as "
+                                "skipped: continues an interrupted folder run.")] = False,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers, each "
                         "face's estimated age before and after, and mask outlines drawn.")
@@ -157,7 +174,8 @@ def photo(
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, faces, min_score, detect_side, mask_scale,
                                feather, strength, age)
-        jobs = plan_jobs(list(inputs), output)
+        jobs = plan_jobs(list(inputs), Path(output) if output else None,
+                         output_is_folder=bool(output) and output.endswith(("/", os.sep)))
 
         def pipeline() -> FaceComp:
             fc = FaceComp(config)
@@ -185,22 +203,26 @@ def photo(
                     "%s: %s", r.src.name, ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items()))
 
         summary = run_photos(pipeline, jobs, overwrite=overwrite, debug=debug,
-                             max_pixels=max_pixels, on_report=report)
+                             max_pixels=max_pixels, on_report=report,
+                             skip_existing=skip_existing)
         if total > 1:
+            skipped = summary.count("skipped")
             _info(f"summary: {summary.count('done')} done, {summary.count('no faces')} without "
-                  f"faces, {summary.count('failed')} failed, in "
-                  f"{time.perf_counter() - t0:.1f} s")
+                  f"faces, {summary.count('failed')} failed" +
+                  (f", {skipped} skipped (already there)" if skipped else "") +
+                  f", in {time.perf_counter() - t0:.1f} s")
         return summary.exit_code
 
     raise typer.Exit(_guard(run))
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=_VIDEO_EXIT)
 def video(
     src: Annotated[Path, typer.Argument(help="Input video (anything FFmpeg reads).",
                                         show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Output video (MP4/MKV/MOV by extension). Default: "
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output video (MP4/MKV/MOV by extension), or a folder (a name "
+                               "ending in /); missing folders are created. Default: "
                                "NAME.facecomp.mp4 beside the input.")] = None,
     direction: DirectionOpt = Direction.A2B,
     model: ModelOpt = None,
@@ -248,14 +270,27 @@ def video(
                                feather, strength, age)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
                               preset=preset)
-        from .errors import OutputError
+        from .errors import InputError, OutputError
 
-        dst = output or default_output(src)
+        if src.is_dir():
+            raise InputError(f"{src}: is a folder; facecomp video takes one video file (run it "
+                             "once per file)")
+        dst = Path(output) if output else default_output(src)
+        if output and (output.endswith(("/", os.sep)) or dst.is_dir()):
+            dst = dst / default_output(src).name
         if len(dst.name.encode()) > 255:
             raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 bytes "
                               "a file name may have; choose a shorter -o")
         if dst.exists() and not overwrite:
             raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{dst.parent}: cannot create the output folder "
+                              f"({e.strerror or e})") from None
+        from .io import remove_orphaned_temporaries
+
+        remove_orphaned_temporaries(dst.parent)  # left by a run killed with SIGKILL
         pipeline = FaceComp(config)
         bar = _Bar("frames")
         try:
@@ -358,7 +393,7 @@ def models(
     raise typer.Exit(_guard(run))
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(epilog=_PREPARE_EXIT)
 def prepare(
     src: Annotated[Path, typer.Argument(
         help="Folder of raw face images (JPEG, PNG, WebP, BMP, TIFF).", show_default=False)],
@@ -456,7 +491,7 @@ def prepare(
     raise typer.Exit(_guard(run))
 
 
-@app.command(epilog=EXIT_CODES, context_settings={"max_content_width": 100})
+@app.command(epilog=_TRAIN_EXIT, context_settings={"max_content_width": 100})
 def train(
     ctx: typer.Context,
     a: Annotated[Optional[Path], typer.Option("--a", help="Folder of aligned domain-A faces "
@@ -553,6 +588,10 @@ def train(
             raise ConfigError("--a and --b are required: the two folders of aligned faces")
         values["a"], values["b"] = values.get("a") or "", values.get("b") or ""
         cfg = training.TrainConfig(**values)
+        if dry_run and cfg.template == "auto" and Path(cfg.a).is_dir() and Path(cfg.b).is_dir():
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, template=training.data_template(cfg.a, cfg.b))
         if dry_run:
             typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
             return 0
@@ -563,7 +602,8 @@ def train(
             result = training.train(cfg, resume=resume, overrides=typed, on_tick=bar.update)
         finally:
             bar.close()
-        _info(f"stopped at step {result.step} (epoch {result.epoch}); generators: "
+        _info(f"stopped at step {result.step} ({result.epoch} of {result.epochs} epochs "
+              f"complete); generators: "
               f"{result.run_dir}/{result.name}.A2B.safetensors and .B2A.safetensors -- use them with "
               f"`facecomp photo --model {result.run_dir}`")
         return 0
@@ -653,7 +693,7 @@ def calibrate(
     raise typer.Exit(_guard(run))
 
 
-@app.command("train-age", epilog=EXIT_CODES)
+@app.command("train-age", epilog=_TRAIN_EXIT.replace(" (--resume continues)", ""))
 def train_age(
     data: Annotated[Path, typer.Argument(
         help="A `facecomp prepare` OUT folder of UTKFace-style crops AGE_GENDER_ID.png (all "
@@ -719,7 +759,7 @@ class _TrainBar:
                                                  completed=p.step - 1, epoch=0, size=0, rate=0.0,
                                                  losses="")
         losses = " ".join(f"{k} {p.losses[k]:.3f}" for k in ("G", "D_A", "D_B") if k in p.losses)
-        self._progress.update(self._task, completed=p.step, epoch=p.epoch, size=p.size,
+        self._progress.update(self._task, completed=p.step, epoch=p.epoch + 1, size=p.size,
                               rate=p.it_per_s, losses=losses)
 
     def close(self) -> None:
@@ -746,5 +786,28 @@ def _guard(run) -> int:
         return 130
 
 
+def _threads_first(argv: list[str]) -> list[str]:
+    """``--threads N`` is an option of ``facecomp`` itself; accept it after the subcommand too
+    (``facecomp photo x.jpg --threads 1``) by moving it in front."""
+    out, moved, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--threads" and i + 1 < len(argv) and out:
+            moved += [a, argv[i + 1]]
+            i += 2
+            continue
+        if a.startswith("--threads=") and out:
+            moved.append(a)
+        else:
+            out.append(a)
+        i += 1
+    return moved + out
+
+
 def main() -> None:
-    app()
+    import signal
+
+    # SIGTERM (kill, a closed terminal session, a container stop) ends a run like Ctrl-C:
+    # temporary outputs are removed and the exit code is 130.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    app(args=_threads_first(sys.argv[1:]))

@@ -353,7 +353,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent
-    tmp = folder / f"{_TMP_PREFIX}{secrets.token_hex(8)}{path.suffix}"
+    tmp = folder / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{path.suffix}"
     try:
         if path.is_dir():
             raise _error(OutputError, path, "is a folder; give a file name for the output")
@@ -394,6 +394,31 @@ def remove_stale_temporaries(folder: Path) -> int:
         tmp.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def remove_orphaned_temporaries(folder: Path) -> int:
+    """Delete the temporary files in ``folder`` whose writing process no longer runs (killed by
+    SIGKILL or a power cut); safe beside other running facecomp processes, whose files carry
+    their live process id. Returns how many were removed."""
+    n = 0
+    for tmp in Path(folder).glob(f"{_TMP_PREFIX}*"):
+        pid = tmp.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        log.info("removing %s, left by an interrupted run", tmp)
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -23,6 +23,9 @@ from .pipeline import FaceComp, PhotoResult
 log = logging.getLogger(__name__)
 
 OUTPUT_TAG = ".facecomp"
+#: Video files that `facecomp photo` is sometimes given by mistake.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts", ".m2ts",
+                              ".mts", ".wmv", ".flv", ".3gp", ".mpg", ".mpeg"})
 _WRITABLE = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -40,7 +43,7 @@ class Job:
 class FileReport:
     src: Path
     dst: Path | None
-    status: str  # "done" | "no faces" | "failed"
+    status: str  # "done" | "no faces" | "skipped" | "failed"
     n_faces: int = 0
     n_translated: int = 0
     n_small: int = 0
@@ -69,8 +72,11 @@ def debug_path(dst: Path) -> Path:
     return dst.with_name(f"{dst.stem}.debug{dst.suffix}")
 
 
-def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
-    """Expand folders and decide every output path; raises ConfigError for inconsistent -o."""
+def plan_jobs(inputs: list[Path], output: Path | None, output_is_folder: bool = False
+              ) -> list[Job]:
+    """Expand folders and decide every output path; raises ConfigError for inconsistent -o.
+    ``output_is_folder``: -o names a folder (to be created) even for one input, as a
+    trailing slash says."""
     if not inputs:
         raise ConfigError("no input given; pass one or more image files or folders")
     sources: list[Job] = []
@@ -83,6 +89,8 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
                 sources.append(Job(p, None, f"{p}: no images in this folder (looked for "
                                             f"{', '.join(sorted(IMAGE_EXTENSIONS))})"))
             sources += [Job(i, None) for i in images]
+        elif p.exists() and p.suffix.lower() in VIDEO_EXTENSIONS:
+            sources.append(Job(p, None, f"{p}: is a video; translate it with facecomp video"))
         elif p.exists():
             sources.append(Job(p, None))
         else:
@@ -120,7 +128,7 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
         src = job.src
         if output is None:
             dst = default_output(src)
-        elif many or output.is_dir():
+        elif many or output.is_dir() or output_is_folder:
             dst = output / (src.name if src.suffix.lower() in _WRITABLE else src.stem + ".png")
             job = Job(src, None, make_folder=not output.is_dir())
         else:
@@ -154,11 +162,13 @@ def plan_jobs(inputs: list[Path], output: Path | None) -> list[Job]:
 
 def run_photos(pipeline: FaceComp | Callable[[], FaceComp], jobs: list[Job], *, overwrite: bool = False,
                debug: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-               on_report: Callable[[FileReport], None] | None = None) -> Summary:
+               on_report: Callable[[FileReport], None] | None = None,
+               skip_existing: bool = False) -> Summary:
     """Process every job, streaming images through the pipeline; never raises for one file.
 
     ``pipeline`` may be a factory: it is then only called (the model only loaded) when at least
-    one input can be processed."""
+    one input can be processed. ``skip_existing``: an output that already exists is left as it
+    is and counted as skipped (to continue an interrupted folder run), not as failed."""
     summary = Summary()
 
     def emit(report: FileReport) -> None:
@@ -174,9 +184,14 @@ def run_photos(pipeline: FaceComp | Callable[[], FaceComp], jobs: list[Job], *, 
                 emit(FileReport(job.src, job.dst, "failed", message=job.error))
                 continue
             assert job.dst is not None
+            if job.dst.exists() and skip_existing and not overwrite:
+                emit(FileReport(job.src, job.dst, "skipped", message="already exists; "
+                                "skipped"))
+                continue
             if job.dst.exists() and not overwrite:
                 emit(FileReport(job.src, job.dst, "failed", message=f"{job.dst}: already "
-                                "exists; pass --overwrite to replace it"))
+                                "exists; pass --overwrite to replace it, or --skip-existing to "
+                                "continue an interrupted run"))
                 continue
             t0 = time.perf_counter()
             try:

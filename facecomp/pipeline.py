@@ -83,6 +83,11 @@ class FaceSelection:
                 raise ValueError("an age selection needs one estimated age per face")
             return [i for i, a in enumerate(ages)
                     if all(_COMPARE[op](a, v) for op, v in self.ages)]
+        missing = [i for i in self.indices if i > len(faces)]
+        if missing:
+            log.warning("face number%s %s not found: the image has %d face%s",
+                        "s" if len(missing) > 1 else "", ",".join(map(str, missing)), len(faces),
+                        "" if len(faces) == 1 else "s")
         return [i - 1 for i in self.indices if i <= len(faces)]
 
 

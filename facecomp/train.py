@@ -475,6 +475,7 @@ class TrainResult:
     epoch: int
     G_A: nn.Module = field(repr=False)
     G_B: nn.Module = field(repr=False)
+    epochs: int = 0  # the run's total; ``epoch`` counts the epochs completed
 
 
 def steps_per_epoch(c: TrainConfig, n_a: int, n_b: int, world: int = 1) -> int:
@@ -655,7 +656,7 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
             stats.close()
         if board is not None:
             board.close()
-    return TrainResult(run, c.name, step, epoch, n.bare("G_A"), n.bare("G_B"))
+    return TrainResult(run, c.name, step, epoch, n.bare("G_A"), n.bare("G_B"), c.total_epochs)
 
 
 def _batches(a_files, b_files, c: TrainConfig, epoch: int, per_epoch: int, start: int, rank: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,86 @@ def test_threads_option_sets_the_cpu_thread_count():
         assert _run("--threads", "0", "models").exit_code == 2
     finally:
         torch.set_num_threads(before)
+
+
+# --- first use: what a new user types -----------------------------------------------------
+
+
+def test_threads_works_after_the_subcommand_too():
+    from facecomp.cli import _threads_first
+
+    assert _threads_first(["photo", "x.jpg", "--threads", "1"]) == ["--threads", "1", "photo",
+                                                                  "x.jpg"]
+    assert _threads_first(["--threads", "2", "photo"]) == ["--threads", "2", "photo"]
+    assert _threads_first(["video", "--threads=1", "a.mp4"]) == ["--threads=1", "video", "a.mp4"]
+
+
+def test_each_subcommand_lists_its_own_exit_codes():
+    runner = CliRunner()
+    train_help = runner.invoke(app, ["train", "--help"]).stdout
+    assert "photo without faces" not in train_help and "--max-steps" in train_help
+    prep = runner.invoke(app, ["prepare", "--help"]).stdout
+    assert "no crop was written" in prep and "1 only if" not in prep
+    assert "without faces counts as done" in runner.invoke(app, ["photo", "--help"]).stdout
+
+
+def test_photo_points_videos_to_facecomp_video_and_video_refuses_a_folder(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    r = CliRunner().invoke(app, ["photo", str(clip)])
+    assert r.exit_code == 1
+    one_error_line(r, "facecomp video")
+    r = CliRunner().invoke(app, ["video", str(tmp_path)])
+    assert r.exit_code == 1
+    one_error_line(r, "is a folder")
+
+
+def test_a_trailing_slash_makes_o_a_new_folder(tmp_path, invert_model):
+    out = str(tmp_path / "new") + "/"
+    r = CliRunner().invoke(app, ["photo", str(SAMPLES / "group.jpg"), "-o", out, "--model",
+                                 str(invert_model)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "new" / "group.jpg").is_file()
+
+
+def test_skip_existing_continues_an_interrupted_folder_run(tmp_path, invert_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in ("a.jpg", "b.jpg"):
+        (src / n).write_bytes((SAMPLES / "group.jpg").read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.jpg").write_bytes(b"done before the interruption")
+    r = CliRunner().invoke(app, ["photo", str(src / "a.jpg"), "-o", str(out / "a.jpg"),
+                                 "--model", str(invert_model)])
+    assert r.exit_code == 1 and "--skip-existing" in r.stderr
+    r = CliRunner().invoke(app, ["photo", str(src), "-o", str(out), "--model", str(invert_model),
+                                 "--skip-existing"])
+    assert r.exit_code == 0, r.output
+    assert "1 done" in r.stderr and "1 skipped" in r.stderr
+    assert (out / "a.jpg").read_bytes() == b"done before the interruption"
+    assert (out / "b.jpg").stat().st_size > 1000
+
+
+def test_face_numbers_beyond_the_photo_warn(group_image, detector, invert_model, caplog):
+    from facecomp.pipeline import FaceComp, FaceSelection, PhotoConfig
+
+    fc = FaceComp(PhotoConfig(model=str(invert_model), faces=FaceSelection.parse("2,9")),
+                  detector=detector)
+    r = fc.process(group_image)
+    assert r.translated == [1] and "9 not found: the image has 6 faces" in caplog.text
+
+
+def test_orphaned_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from facecomp.io import remove_orphaned_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".facecomp-tmp-{dead}-00ff.mp4").write_bytes(b"killed half way")
+    live = tmp_path / f".facecomp-tmp-{os.getpid()}-11ee.mp4"
+    live.write_bytes(b"still being written")
+    assert remove_orphaned_temporaries(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]

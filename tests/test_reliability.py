@@ -382,3 +382,35 @@ def test_a_multi_frame_image_says_only_its_first_frame_was_translated(tmp_path, 
                      duration=200)
     r = _photo(src, invert_model)
     assert r.exit_code == 0 and "only the first of its 2 frames" in r.stderr
+
+
+def test_sigterm_ends_a_video_like_ctrl_c_and_sigkill_leftovers_are_swept(tmp_path):
+    src = media("video_03_selfie_vertical_glasses.mp4")
+    out = tmp_path / "out" / "clip.mp4"  # the folder is created
+    cmd = [sys.executable, "-m", "facecomp", "--threads", "1", "video", str(src), "-o",
+           str(out), "--device", "cpu", "--preset", "ultrafast"]
+
+    def started(p) -> bool:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            if out.parent.is_dir() and list(out.parent.glob(".facecomp-tmp-*")):
+                time.sleep(0.5)
+                return True
+            time.sleep(0.05)
+        return False
+
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert started(p), p.communicate()[1]
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and not list(out.parent.glob(".facecomp-tmp-*"))
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert started(p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert list(out.parent.glob(".facecomp-tmp-*"))  # SIGKILL cannot clean up ...
+    r = runner.invoke(app, ["video", str(src), "-o", str(out), "--device", "cpu", "--preset",
+                            "ultrafast", "--end", "0.2"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and not list(out.parent.glob(".facecomp-tmp-*"))  # ... the next run does
