@@ -21,6 +21,7 @@ from .geometry import FACECOMP_V1, Template  # noqa: E402
 from .io import LoadedImage, read_image, write_image  # noqa: E402
 from .networks import PatchDiscriminator, ResnetGenerator  # noqa: E402
 from .pipeline import FaceComp, FaceSelection, PhotoConfig, PhotoResult  # noqa: E402
+from .target import AgeTarget, Calibration  # noqa: E402
 from .translate import TranslateConfig, Translator  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def translate_photo(image, *, model: str | None = None, direction: str = "A2B", 
 
 
 __all__ = [
-    "AlignConfig", "BlendConfig", "ConfigError", "DetectConfig", "Detector", "FACECOMP_V1", "Face",
+    "AgeTarget", "AlignConfig", "BlendConfig", "Calibration", "ConfigError", "DetectConfig", "Detector", "FACECOMP_V1", "Face",
     "FaceComp", "FaceCompError", "FaceSelection", "InputError", "LoadedImage", "ModelError",
     "ModelInfo", "MTCNNDetector", "OutputError", "Patch", "PatchDiscriminator", "PhotoConfig",
     "PhotoResult", "ResnetGenerator", "Template", "TranslateConfig", "Translator", "align_face",

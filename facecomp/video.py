@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+#: Containers the H.264 writer produces correctly (others are refused before any decoding).
+OUTPUT_CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v")
+
+
 @dataclass(frozen=True)
 class VideoConfig:
     """detect_every: run the full detector at least every K frames, to find new faces; the
@@ -69,6 +75,9 @@ class VideoConfig:
                               f"{self.start}, {self.end}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"--crf must be within 0..51, got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(X264_PRESETS)}, got "
+                              f"{self.preset!r}")
         if self.batch_frames < 1 or self.queue_size < 1:
             raise ConfigError("batch_frames and queue_size must be at least 1")
         if self.color_smoothing < 0 or self.age_smoothing < 0:
@@ -164,6 +173,9 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
         raise InputError(f"{src}: no such file")
     if dst.resolve() == src.resolve():
         raise OutputError(f"{dst}: the output would overwrite the input; choose another -o")
+    if dst.suffix.lower() not in OUTPUT_CONTAINERS:
+        raise ConfigError(f"{dst}: cannot write {dst.suffix or 'a file without extension'} "
+                          f"videos; use one of {', '.join(OUTPUT_CONTAINERS)}")
     try:
         inp = av.open(str(src))
     except Exception as e:  # FFmpeg's errors for non-videos vary: one line, whatever they are
@@ -185,6 +197,11 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
                 raise OutputError(f"{dst}: cannot write a video here ({_short(e)})") from None
             with out:
                 _run(inp, vs, audio, out, pipeline, config, report, total, on_progress)
+            if report.frames == 0:  # nothing to write: leave no empty file behind
+                raise InputError(f"{src}: no video frames " + (
+                    f"from --start {config.start:g} s on (the video may be shorter)"
+                    if config.start > 0 or config.end is not None else
+                    "could be decoded") + "; nothing was written")
     report.seconds = time.perf_counter() - t0
     if report.error:
         raise PartialVideo(report)

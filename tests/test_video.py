@@ -406,3 +406,27 @@ def test_a_target_age_in_video_uses_each_tracks_smoothed_age(tmp_path, detector)
     print("mean change per frame of the face centre (levels):", jumps)
     assert jumps["raw"] > 2  # the per-frame plan does pulse
     assert jumps["raw"] >= 3 * jumps["smooth"], jumps
+
+
+def test_unsupported_outputs_bad_presets_and_empty_ranges_are_one_line(clip, tmp_path,
+                                                                       invert_model):
+    from typer.testing import CliRunner
+
+    from facecomp.cli import app
+
+    from .conftest import one_error_line
+
+    runner = CliRunner()
+    base = ["video", str(clip), "--model", str(invert_model), "--device", "cpu"]
+    for ext in ("webm", "gif", "avi"):
+        r = runner.invoke(app, base + ["-o", str(tmp_path / f"out.{ext}")])
+        assert r.exit_code == 2, r.output
+        one_error_line(r, f".{ext}", ".mp4")
+        assert not (tmp_path / f"out.{ext}").exists()
+    r = runner.invoke(app, base + ["-o", str(tmp_path / "p.mp4"), "--preset", "warp"])
+    assert r.exit_code == 2
+    one_error_line(r, "--preset", "ultrafast")
+    r = runner.invoke(app, base + ["-o", str(tmp_path / "late.mp4"), "--start", "60"])
+    assert r.exit_code == 1
+    one_error_line(r, "no video frames", "--start 60")
+    assert not (tmp_path / "late.mp4").exists() and not list(tmp_path.glob(".facecomp-tmp-*"))
