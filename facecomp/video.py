@@ -205,6 +205,10 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
     report.seconds = time.perf_counter() - t0
     if report.error:
         raise PartialVideo(report)
+    if total and config.start == 0 and config.end is None and report.frames < 0.98 * total:
+        log.warning("%s: the input ended after %d of the %d frames its header announces (the "
+                    "file may be cut short); the output has %d frames", src, report.frames,
+                    total, report.frames)
     return report
 
 
@@ -463,9 +467,13 @@ def _first_rotation(path: Path) -> int:
     negated display-matrix angle), read from the first decoded frame; 0 if none."""
     import av
 
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            return int(round(-(getattr(frame, "rotation", 0) or 0))) % 360
+    try:
+        with av.open(str(path)) as c:
+            for frame in c.decode(video=0):
+                return int(round(-(getattr(frame, "rotation", 0) or 0))) % 360
+    except Exception as e:  # a damaged first packet: decoding proper reports what it can
+        log.warning("%s: cannot read the rotation from the first frame (%s); assuming none",
+                    path, _short(e))
     return 0
 
 

@@ -430,3 +430,29 @@ def test_unsupported_outputs_bad_presets_and_empty_ranges_are_one_line(clip, tmp
     assert r.exit_code == 1
     one_error_line(r, "no video frames", "--start 60")
     assert not (tmp_path / "late.mp4").exists() and not list(tmp_path.glob(".facecomp-tmp-*"))
+
+
+def test_a_clip_cut_short_is_written_with_a_warning(tmp_path, invert_pipeline, caplog):
+    """A faststart MP4 cut at 75 %: the frames there are written, and a warning says that the
+    input ended before the frames its header announces."""
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        vs.options = {"preset": "ultrafast"}
+        for img in moving_face_frames(40):
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    data = full.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the index first: a cut file still opens
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:int(len(data) * 0.75)])
+    with av.open(str(cut)) as c:
+        announced = c.streams.video[0].frames
+    assert announced == 40
+    report = translate_video(cut, tmp_path / "o.mp4", invert_pipeline,
+                             VideoConfig(preset="ultrafast"))
+    assert 0 < report.frames < announced
+    assert "ended after" in caplog.text
