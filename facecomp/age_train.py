@@ -43,8 +43,8 @@ class AgeTrainConfig:
     data: str  # a `facecomp prepare` OUT folder of UTKFace-style crops
     out: str  # the run folder: age-estimator.safetensors, stats.jsonl, config.json
     width: int = 32
-    input_size: int = 64
-    epochs: int = 14
+    input_size: int = 80
+    epochs: int = 16
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4

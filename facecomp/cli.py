@@ -276,7 +276,8 @@ def video(
             raise InputError(f"{src}: is a folder; facecomp video takes one video file (run it "
                              "once per file)")
         dst = Path(output) if output else default_output(src)
-        if output and (output.endswith(("/", os.sep)) or dst.is_dir()):
+        if len(dst.name.encode()) <= 255 and output and (output.endswith(("/", os.sep))
+                                                           or dst.is_dir()):
             dst = dst / default_output(src).name
         if len(dst.name.encode()) > 255:
             raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 bytes "
@@ -701,9 +702,9 @@ def train_age(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: "
                                       "age-estimator.safetensors, stats.jsonl, config.json.",
                                       show_default=False)] = ...,
-    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the data.")] = 14,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the data.")] = 16,
     width: Annotated[int, typer.Option(min=4, max=256, help="Network width.")] = 32,
-    input_size: Annotated[int, typer.Option(min=16, max=256, help="Input side (px).")] = 64,
+    input_size: Annotated[int, typer.Option(min=16, max=256, help="Input side (px).")] = 80,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Crops per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (one-cycle).")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -712,7 +713,7 @@ def train_age(
 ) -> None:
     """Train the age estimator that `evaluate`, `calibrate` and --age use.
 
-    Example: facecomp train-age data/all --out runs/age-estimator   (about 20 min on 2 cores)
+    Example: facecomp train-age data/all --out runs/age-estimator   (about 20-40 min on 2 cores)
     """
     from .age_train import AgeTrainConfig
     from .age_train import train_age as run_train
@@ -784,6 +785,10 @@ def _guard(run) -> int:
     except KeyboardInterrupt:
         typer.echo("facecomp: interrupted; no partial output was left behind", err=True)
         return 130
+    except OSError as e:  # a filesystem error no stage turned into a message of its own
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"facecomp: error: {where}{e.strerror or e}", err=True)
+        return 1
 
 
 def _threads_first(argv: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -21,7 +21,7 @@ from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
 from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
 from .face import Face
-from .target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, plan_face
+from .target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
 from .track import box_iou
 from .translate import TranslateConfig, Translator, resolve_device
 
@@ -107,6 +107,9 @@ class PhotoConfig:
     # age there (see facecomp.target); ``direction`` and the blend's strength are then unused.
     age: AgeTarget | None = None
     age_max_strength: float = MAX_AGE_STRENGTH  # the most change a target age may ask for
+    # Photos: fit each face's strength by estimating its result at several strengths (the
+    # calibration curve picks the direction); False: the curve's strength alone, as video uses.
+    age_per_face: bool = True
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -323,6 +326,10 @@ class FaceComp:
                                      [d for p in pending for d in p.directions])
                       if all_crops else np.empty((0,) + pending[0].crops.shape[1:], np.uint8))
         share = (time.perf_counter() - t0) / max(1, len(translated))
+        if self.config.age is not None and self.config.age_per_face and len(translated):
+            t1 = time.perf_counter()
+            self._fit_strengths(pending, translated)
+            share += (time.perf_counter() - t1) / max(1, len(translated))
         start = 0
         for p in pending:
             n = len(p.crops)
@@ -334,6 +341,30 @@ class FaceComp:
             timings = dict(p.timings, translate=share * n, blend=time.perf_counter() - t1)
             yield PhotoResult(out, p.faces, p.chosen, p.small, patches, timings, p.ages,
                               p.plans)
+
+
+    def _fit_strengths(self, pending: list[_Pending], translated: np.ndarray) -> None:
+        """Replace each planned face's curve strength with the one whose result the estimator
+        reads nearest its target (:func:`facecomp.target.choose_strengths`)."""
+        from .blend import color_mask, face_mask, match_color
+
+        b, t = self.config.blend, self.align.template
+        size = self.align.crop_size
+        crops = np.concatenate([p.crops for p in pending if len(p.crops)])
+        shown = translated
+        if b.color_match:
+            where = color_mask(size, t, b)
+            shown = np.stack([match_color(y, x, where) for x, y in zip(crops, translated)])
+        goals = [p.plans[i].target for p in pending for i in p.chosen]
+        strengths, expected = choose_strengths(
+            crops, shown, goals, lambda c: self.estimator.predict(c, t),
+            face_mask(size, t, b.mask_scale, b.feather), self.config.age_max_strength)
+        k = 0
+        for p in pending:
+            for j, i in enumerate(p.chosen):
+                p.strengths[j] = strengths[k]
+                p.plans[i] = replace(p.plans[i], strength=strengths[k], expected=expected[k])
+                k += 1
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -142,6 +142,7 @@ class FacePlan:
     age: float  # the estimate it was planned from
     target: float  # where it should land
     note: str = ""
+    expected: float | None = None  # the estimate of the result, when fitted per face
 
 
 #: The largest strength a target age uses by default: beyond it the shipped model's change turns
@@ -163,6 +164,37 @@ def plan_face(age: float, target: AgeTarget, calibrations: dict[str, Calibration
     way = "older" if want > 0 else "younger"
     return FacePlan(None, 0.0, age, goal, f"the model has no calibrated direction that makes "
                                           f"faces {way}")
+
+
+def choose_strengths(crops: np.ndarray, translated: np.ndarray, goals: list[float],
+                     predict, mask: np.ndarray, max_strength: float = MAX_AGE_STRENGTH,
+                     steps: int = 7) -> tuple[list[float], list[float]]:
+    """Per face, the strength whose result the estimator reads nearest its goal age.
+
+    The calibration curve is a mean over many faces; a face can answer more or less (a very
+    old face may not read younger at all). So each face's change is pasted in the crop at
+    ``steps`` strengths from 0 to ``max_strength`` (through ``mask``, as the paste-back does),
+    every candidate is estimated, and the one nearest the goal wins (the weaker one on a tie).
+    Nearest-in-a-fixed-set is monotone: a higher goal never picks a younger-reading result.
+    crops, translated: (N, S, S, 3) uint8, the translation colour-matched as it will be pasted;
+    mask: (S, S) float weights. Returns the strengths and the ages the estimator expects.
+    """
+    n = len(crops)
+    if n == 0:
+        return [], []
+    grid = np.linspace(0.0, max_strength, steps)
+    m = mask.astype(np.float32)[..., None]
+    x = crops.astype(np.float32)
+    d = translated.astype(np.float32) - x
+    cands = np.clip(x[:, None] + grid[None, :, None, None, None] * m * d[:, None] + 0.5, 0, 255)
+    ages = np.asarray(predict(cands.astype(np.uint8).reshape((-1,) + crops.shape[1:])))
+    ages = ages.reshape(n, steps)
+    out_s, out_a = [], []
+    for i in range(n):
+        j = int(np.argmin(np.abs(ages[i] - goals[i]) + 1e-6 * np.arange(steps)))
+        out_s.append(float(grid[j]))
+        out_a.append(float(ages[i, j]))
+    return out_s, out_a
 
 
 def paste_strength(crops: np.ndarray, translated: np.ndarray, strength: float) -> np.ndarray:
