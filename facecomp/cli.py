@@ -98,6 +98,11 @@ FeatherOpt = Annotated[float, typer.Option(
 StrengthOpt = Annotated[float, typer.Option(
     "--strength", min=0.0, max=2.0, help="How much of the model's change to apply: 0 none, "
                                           "1 all, up to 2 to exaggerate it.")]
+HeldOutAOpt = Annotated[Path, typer.Option(
+    "--a", help="Aligned domain-A crops (uses DIR/holdout when `facecomp prepare` made one).",
+    show_default=False)]
+HeldOutBOpt = Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
+                                           show_default=False)]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace outputs that already exist (inputs are never modified).")]
 
@@ -615,10 +620,8 @@ def train(
 @app.command(epilog=EXIT_CODES)
 def evaluate(
     model: ModelOpt = None,
-    a: Annotated[Path, typer.Option("--a", help="Aligned domain-A crops (uses DIR/holdout when "
-                                    "`facecomp prepare` made one).", show_default=False)] = ...,
-    b: Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
-                                    show_default=False)] = ...,
+    a: HeldOutAOpt = ...,
+    b: HeldOutBOpt = ...,
     grid: Annotated[Optional[Path], typer.Option(
         "--grid", help="Write an image of input / translated / reconstructed triplets.")] = None,
     n_grid: Annotated[int, typer.Option("--n-grid", min=2, help="Faces in the grid (half from "
@@ -664,10 +667,8 @@ def evaluate(
 @app.command(epilog=EXIT_CODES)
 def calibrate(
     model: ModelOpt = None,
-    a: Annotated[Path, typer.Option("--a", help="Aligned domain-A crops (uses DIR/holdout when "
-                                    "`facecomp prepare` made one).", show_default=False)] = ...,
-    b: Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
-                                    show_default=False)] = ...,
+    a: HeldOutAOpt = ...,
+    b: HeldOutBOpt = ...,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use at most this "
                                                  "many faces per domain.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and print the curves, "
@@ -676,7 +677,8 @@ def calibrate(
     batch_size: BatchOpt = None,
 ) -> None:
     """Measure how many years each generator of a model moves faces at each --strength, and
-    store that curve in the model files' metadata: what --age inverts per face.
+    store that curve in the model files' metadata: what --age starts from (it picks each
+    face's direction; in videos it also sets the strength).
 
     Example: facecomp calibrate --model runs/age --a data/young --b data/old
     """
