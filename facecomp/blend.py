@@ -173,6 +173,16 @@ def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) 
     return translated if transform is None else apply_color(translated, transform)
 
 
+def match_colors(translated: np.ndarray, originals: np.ndarray, template: Template,
+                 config: BlendConfig) -> np.ndarray:
+    """A batch of translated crops (N, S, S, 3) colour-matched to their originals as
+    :func:`paste_face` will paste them; unchanged when the config's colour matching is off."""
+    if not config.color_match or len(translated) == 0:
+        return translated
+    where = color_mask(translated.shape[1], template, config)
+    return np.stack([match_color(t, o, where) for t, o in zip(translated, originals)])
+
+
 @lru_cache(maxsize=16)
 def _mask_box(crop_size: int, template: Template, mask_scale: float,
               feather: float) -> np.ndarray | None:

@@ -643,12 +643,12 @@ def evaluate(
 
     Example: facecomp evaluate --model runs/age --a data/young --b data/old --grid grid.jpg
     """
-    from .evaluate import check_writable
     from .evaluate import evaluate as run_evaluate
+    from .io import check_output
 
     def run() -> int:
         if json_out is not None:
-            check_writable(json_out, overwrite)
+            check_output(json_out, overwrite)
         report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
                               batch_size=batch_size, identity=identity, overwrite=overwrite)
         typer.echo(report.summary())

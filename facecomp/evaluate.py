@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 
 from .age import AgeEstimator
-from .blend import BlendConfig, color_mask, face_mask, match_color
+from .blend import BlendConfig, face_mask, match_colors
 from .checkpoint import ModelInfo, load_generator, resolve_model, update_info
-from .errors import InputError, OutputError
+from .errors import InputError
 from .identity import SAME_PERSON_THRESHOLD, IdentityModel
-from .io import list_images, read_image, write_image
+from .io import check_output, list_images, read_image, write_image
 from .prepare import HOLDOUT_DIR, holdout_images
 from .target import Calibration, calibrate
 from .translate import TranslateConfig, Translator
@@ -150,7 +150,7 @@ def evaluate(model: str | Path | None, a: Path, b: Path, *, limit: int | None = 
     overwrite: replace an existing ``grid`` file (else an OutputError before any work).
     """
     if grid is not None:
-        check_writable(grid, overwrite)
+        check_output(grid, overwrite)
     g_path, f_path = resolve_model(model, "A2B"), resolve_model(model, "B2A")
     ident = IdentityModel() if identity is True else (identity or None)
     est = estimator or AgeEstimator.load()
@@ -194,15 +194,6 @@ def evaluate(model: str | Path | None, a: Path, b: Path, *, limit: int | None = 
                       str(grid) if grid is not None else None)
 
 
-def check_writable(path: Path, overwrite: bool) -> None:
-    """An OutputError when ``path`` exists and may not be replaced (checked before any work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder, expected a file name")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-
-
 def _grid(triplets: np.ndarray, per_row: int = 4) -> np.ndarray:
     """Triplets (input | translated | reconstructed) laid out ``per_row`` to a row."""
     n, _, s = triplets.shape[:3]
@@ -237,10 +228,7 @@ def calibrate_model(model: str | Path | None, a: Path, b: Path, *, limit: int | 
         net, info = load_generator(path)
         source, files = held_out_images(folder, limit)
         x = _load(files, info.crop_size)
-        y = Translator(net, cfg)(x)
-        if blend.color_match:
-            where = color_mask(info.crop_size, info.template, blend)
-            y = np.stack([match_color(yi, xi, where) for xi, yi in zip(x, y)])
+        y = match_colors(Translator(net, cfg)(x), x, info.template, blend)
         before = est.predict(x, info.template)
         cal = calibrate(x, y, before, lambda c: est.predict(c, info.template),
                         source=f"{len(x)} crops of {source}",

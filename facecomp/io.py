@@ -342,6 +342,16 @@ def _check_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> None:
                          f"{getattr(alpha, 'dtype', '')}")
 
 
+def check_output(path: str | Path, overwrite: bool = False) -> None:
+    """An OutputError when ``path`` is a folder, or exists and may not be replaced; callers
+    whose output comes after long work check it before starting (atomic_path checks it too)."""
+    path = Path(path)
+    if path.is_dir():
+        raise _error(OutputError, path, "is a folder; give a file name for the output")
+    if os.path.lexists(path) and not overwrite:
+        raise _error(OutputError, path, "already exists; pass --overwrite to replace it")
+
+
 @contextmanager
 def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place if the block succeeds.
@@ -355,10 +365,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     folder = path.parent
     tmp = folder / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}{path.suffix}"
     try:
-        if path.is_dir():
-            raise _error(OutputError, path, "is a folder; give a file name for the output")
-        if os.path.lexists(path) and not overwrite:
-            raise _error(OutputError, path, "already exists; pass --overwrite to replace it")
+        check_output(path, overwrite)
         if not folder.is_dir():
             raise _error(OutputError, path, f"the folder {folder} does not exist; create it first")
         # 0o666 less the umask, like any new file (mkstemp would make it 0o600).

@@ -346,15 +346,12 @@ class FaceComp:
     def _fit_strengths(self, pending: list[_Pending], translated: np.ndarray) -> None:
         """Replace each planned face's curve strength with the one whose result the estimator
         reads nearest its target (:func:`facecomp.target.choose_strengths`)."""
-        from .blend import color_mask, face_mask, match_color
+        from .blend import face_mask, match_colors
 
         b, t = self.config.blend, self.align.template
         size = self.align.crop_size
         crops = np.concatenate([p.crops for p in pending if len(p.crops)])
-        shown = translated
-        if b.color_match:
-            where = color_mask(size, t, b)
-            shown = np.stack([match_color(y, x, where) for x, y in zip(crops, translated)])
+        shown = match_colors(translated, crops, t, b)
         goals = [p.plans[i].target for p in pending for i in p.chosen]
         strengths, expected = choose_strengths(
             crops, shown, goals, lambda c: self.estimator.predict(c, t),

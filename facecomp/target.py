@@ -183,12 +183,8 @@ def choose_strengths(crops: np.ndarray, translated: np.ndarray, goals: list[floa
     if n == 0:
         return [], []
     grid = np.linspace(0.0, max_strength, steps)
-    m = mask.astype(np.float32)[..., None]
-    x = crops.astype(np.float32)
-    d = translated.astype(np.float32) - x
-    cands = np.clip(x[:, None] + grid[None, :, None, None, None] * m * d[:, None] + 0.5, 0, 255)
-    ages = np.asarray(predict(cands.astype(np.uint8).reshape((-1,) + crops.shape[1:])))
-    ages = ages.reshape(n, steps)
+    cands = np.stack([paste_strength(crops, translated, g, mask) for g in grid], axis=1)
+    ages = np.asarray(predict(cands.reshape((-1,) + crops.shape[1:]))).reshape(n, steps)
     out_s, out_a = [], []
     for i in range(n):
         j = int(np.argmin(np.abs(ages[i] - goals[i]) + 1e-6 * np.arange(steps)))
@@ -197,9 +193,13 @@ def choose_strengths(crops: np.ndarray, translated: np.ndarray, goals: list[floa
     return out_s, out_a
 
 
-def paste_strength(crops: np.ndarray, translated: np.ndarray, strength: float) -> np.ndarray:
-    """Crops with ``strength`` of the generator's change, as the paste-back applies it."""
+def paste_strength(crops: np.ndarray, translated: np.ndarray, strength: float,
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """Crops with ``strength`` of the generator's change, as the paste-back applies it; with
+    ``mask`` ((S, S) weights) only where the face mask puts it."""
     delta = translated.astype(np.float32) - crops.astype(np.float32)
+    if mask is not None:
+        delta *= mask.astype(np.float32)[..., None]
     return np.clip(crops.astype(np.float32) + strength * delta + 0.5, 0, 255).astype(np.uint8)
 
 

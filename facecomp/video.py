@@ -85,27 +85,36 @@ class VideoConfig:
                               f"{self.color_smoothing}, {self.age_smoothing}")
 
 
-class AgeSmoother:
-    """Each track's estimated age, averaged over time (exponential, time constant ``tau``
-    seconds), so the change a target age asks for does not pulse from frame to frame."""
+class _TrackSmoother:
+    """An exponential moving average per track, time constant ``tau`` seconds (0: off)."""
 
     def __init__(self, tau: float) -> None:
         self.tau = tau
-        self._state: dict[int, tuple[float, float]] = {}
+        self._state: dict[int, tuple[Any, float]] = {}
 
-    def __call__(self, track_id: int, age: float, t: float) -> float:
-        prev = self._state.get(track_id)
-        if prev is not None and self.tau > 0:
-            age = prev[0] + (age - prev[0]) * (1.0 - math.exp(-max(t - prev[1], 0.0) / self.tau))
-        self._state[track_id] = (age, t)
-        return age
+    def _weight(self, prev_t: float, t: float) -> float:
+        """How much of a new value to mix in, ``dt`` after the last one."""
+        return 1.0 - math.exp(-max(t - prev_t, 0.0) / self.tau)
 
     def keep_only(self, track_ids: set[int]) -> None:
+        """Forget tracks that ended."""
         for k in [k for k in self._state if k not in track_ids]:
             del self._state[k]
 
 
-class ColorSmoother:
+class AgeSmoother(_TrackSmoother):
+    """Each track's estimated age, averaged over time, so the change a target age asks for
+    does not pulse from frame to frame."""
+
+    def __call__(self, track_id: int, age: float, t: float) -> float:
+        prev = self._state.get(track_id)
+        if prev is not None and self.tau > 0:
+            age = prev[0] + (age - prev[0]) * self._weight(prev[1], t)
+        self._state[track_id] = (age, t)
+        return age
+
+
+class ColorSmoother(_TrackSmoother):
     """Smooths each track's colour-match transform over time, so colour does not flicker.
 
     Matching a face's colour frame by frame follows every wobble of the per-frame statistics
@@ -113,10 +122,6 @@ class ColorSmoother:
     average with time constant ``tau`` seconds keeps the slow changes (lighting) and drops the
     flicker. ``tau`` 0 passes transforms through.
     """
-
-    def __init__(self, tau: float) -> None:
-        self.tau = tau
-        self._state: dict[int, tuple[ColorTransform, float]] = {}
 
     def __call__(self, track_id: int, transform: ColorTransform | None,
                  t: float) -> ColorTransform | None:
@@ -126,15 +131,9 @@ class ColorSmoother:
         if transform is None:
             return prev[0] if prev is not None else None
         if prev is not None:
-            dt = max(t - prev[1], 0.0)
-            transform = prev[0].blend(transform, 1.0 - math.exp(-dt / self.tau))
+            transform = prev[0].blend(transform, self._weight(prev[1], t))
         self._state[track_id] = (transform, t)
         return transform
-
-    def keep_only(self, track_ids: set[int]) -> None:
-        """Forget tracks that ended."""
-        for k in [k for k in self._state if k not in track_ids]:
-            del self._state[k]
 
 
 @dataclass
@@ -337,7 +336,7 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
                 if on_progress is not None:
                     on_progress(report.frames, total)
         _flush(batch, pipeline, smoother, age_smoother, timings, report, q_out, put,
-                       pending_audio)
+               pending_audio)
         if on_progress is not None:
             on_progress(report.frames, total)
     except BaseException:
