@@ -37,7 +37,10 @@ class BlendConfig:
     feather: the fraction of the ellipse radius over which the mask fades to zero.
     keep_detail: add the generator's change to the full-resolution image (see module doc).
     strength: how much of the generator's change to apply: 0 none, 1 all (default), up to 2 to
-    exaggerate it."""
+    exaggerate it. chroma_limit: the most a pixel's colour may change (LAB a/b units; 0: no
+    limit). keep_monochrome: greyscale faces stay grey and sepia/duotone ones keep their tone.
+    match_degradation: low-pass the change so the face keeps its sharpness, blur, grain and noise
+    (see :func:`finish_change`)."""
 
     method: str = "feather"
     color_match: bool = True
@@ -45,6 +48,9 @@ class BlendConfig:
     feather: float = 0.3
     keep_detail: bool = True
     strength: float = 1.0
+    chroma_limit: float = 10.0
+    keep_monochrome: bool = True
+    match_degradation: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in BLENDS:
@@ -55,6 +61,9 @@ class BlendConfig:
             raise ConfigError(f"feather must be within 0..1, got {self.feather}")
         if not 0.0 <= self.strength <= 2.0:
             raise ConfigError(f"strength must be within 0..2, got {self.strength}")
+        if not 0.0 <= self.chroma_limit <= 100.0:
+            raise ConfigError(f"chroma limit must be within 0..100 LAB units, got "
+                              f"{self.chroma_limit}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,12 +184,14 @@ def match_color(translated: np.ndarray, original: np.ndarray, mask: np.ndarray) 
 
 def match_colors(translated: np.ndarray, originals: np.ndarray, template: Template,
                  config: BlendConfig) -> np.ndarray:
-    """A batch of translated crops (N, S, S, 3) colour-matched to their originals as
-    :func:`paste_face` will paste them; unchanged when the config's colour matching is off."""
-    if not config.color_match or len(translated) == 0:
+    """A batch of translated crops (N, S, S, 3) colour-matched to their originals and finished
+    (:func:`finish_change`) as :func:`paste_face` will paste them at strength 1."""
+    if len(translated) == 0:
         return translated
     where = color_mask(translated.shape[1], template, config)
-    return np.stack([match_color(t, o, where) for t, o in zip(translated, originals)])
+    if config.color_match:
+        translated = [match_color(t, o, where) for t, o in zip(translated, originals)]
+    return np.stack([finish_change(t, o, where, config) for t, o in zip(translated, originals)])
 
 
 @lru_cache(maxsize=16)
@@ -237,6 +248,8 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
             color = _lab_transform(lab, original, mask_crop > 0.5)
         if color is not None:
             translated = _lab_to_rgb(lab, color)
+    strength = config.strength if strength is None else float(np.clip(strength, 0.0, 2.0))
+    translated = finish_change(translated, original, mask_crop > 0.5, config, strength)
     image_from_crop = invert_affine(face.crop_from_image)
 
     # The region the mask covers, padded (it may reach past the image: a "virtual" region).
@@ -260,7 +273,6 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     dst = cv2.copyMakeBorder(out[iy0:iy1, ix0:ix1], iy0 - vy0, vy1 - iy1, ix0 - vx0, vx1 - ix1,
                              cv2.BORDER_REPLICATE).astype(np.float32)
     delta = translated.astype(np.float32) - original.astype(np.float32)
-    strength = config.strength if strength is None else float(np.clip(strength, 0.0, 2.0))
     if strength != 1.0:
         delta *= strength
     if config.keep_detail:
@@ -307,3 +319,122 @@ def _poisson(src: np.ndarray, dst: np.ndarray, m: np.ndarray, face: Face) -> np.
                     tuple(round(v) for v in face.box), str(e).strip().splitlines()[-1][:80])
         return None
     return np.where(mask_u8[..., None] > 0, res.astype(np.float32), dst)
+
+
+# --- Finishing: the change made to look as if the photo had taken it ------------------------
+
+# Gaussian widths (crop pixels) tried for the change's low-pass, smallest first.
+_SIGMAS = (0.0, 0.5, 0.8, 1.2, 1.7, 2.4, 3.4, 4.8)
+_SHARPNESS_BAND = (0.78, 1.15)  # finished over original RMS fine detail
+_TONE_BINS = 24
+
+
+def is_grey(crop: np.ndarray) -> bool:
+    """Whether every pixel of an RGB crop has equal channels (a greyscale photo)."""
+    return bool(np.array_equal(crop[..., 0], crop[..., 1])
+                and np.array_equal(crop[..., 1], crop[..., 2]))
+
+
+def tone_curve(lab: np.ndarray, where: np.ndarray) -> np.ndarray | None:
+    """For a monochrome (greyscale, sepia, duotone) crop, its colour as a function of
+    lightness: (_TONE_BINS, 2) a/b per lightness bin; None when the crop has real colours
+    (its a/b stray more than 3 units from the curve at the 95th percentile)."""
+    L, ab = lab[where, 0], lab[where, 1:]
+    if len(L) < 64:
+        return None
+    bins = np.clip((L / 100.0 * _TONE_BINS).astype(int), 0, _TONE_BINS - 1)
+    counts = np.bincount(bins, minlength=_TONE_BINS).astype(np.float64)
+    curve = np.stack([np.bincount(bins, ab[:, k], _TONE_BINS) for k in (0, 1)], axis=1)
+    filled = counts > 0
+    curve[filled] /= counts[filled, None]
+    centres = (np.arange(_TONE_BINS) + 0.5) * 100.0 / _TONE_BINS
+    for k in (0, 1):  # empty bins take their neighbours' colour
+        curve[~filled, k] = np.interp(centres[~filled], centres[filled], curve[filled, k])
+    resid = np.sqrt(((ab - curve[bins]) ** 2).sum(axis=1))
+    return curve if float(np.percentile(resid, 95)) <= 3.0 else None
+
+
+def _along_curve(L: np.ndarray, curve: np.ndarray) -> np.ndarray:
+    centres = (np.arange(_TONE_BINS) + 0.5) * 100.0 / _TONE_BINS
+    return np.stack([np.interp(L, centres, curve[:, k]) for k in (0, 1)], axis=-1)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+# Two fine-detail filters: the Laplacian (sharpness, texture) and Immerkaer's noise kernel,
+# which cancels smooth content up to second order (grain, sensor noise).
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _details(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return cv2.Laplacian(grey, cv2.CV_32F), cv2.filter2D(grey, cv2.CV_32F, _NOISE_KERNEL)
+
+
+def change_blur(original: np.ndarray, delta: np.ndarray, where: np.ndarray,
+                band: tuple[float, float] = _SHARPNESS_BAND) -> float:
+    """The Gaussian width (crop pixels) to low-pass the change ``delta`` ((S, S, 3) float32)
+    with, so the face's sharpness and noise (the RMS responses of a Laplacian and of
+    Immerkaer's noise kernel to grey, inside ``where``) both stay within ``band`` times the
+    original's: the smallest width that does, interpolated between the tried widths. A
+    defocused face then stays soft (the generator's grain is filtered out), a sharp face keeps
+    its own detail, and a noisy one its noise (which a clean generator output would otherwise
+    subtract)."""
+    d_o = _details(_grey(original.astype(np.float32)))
+    e_o = [float(np.sqrt((d[where] ** 2).mean())) for d in d_o]
+    if min(e_o) < 1e-3:
+        return 0.0
+    g = _grey(delta)
+    lo, hi = np.log(band[0]), np.log(band[1])
+    prev = None
+    for s in _SIGMAS:
+        d_c = _details(g if s == 0 else cv2.GaussianBlur(g, (0, 0), s))
+        rs = [np.log(max(float(np.sqrt(((a + b)[where] ** 2).mean())), 1e-9) / e)
+              for a, b, e in zip(d_o, d_c, e_o)]
+        r = max(rs, key=abs)  # the measure furthest from the original's
+        if lo <= min(rs) and max(rs) <= hi:
+            if prev is None:
+                return s
+            s0, r0 = prev  # where the ratio crossed into the band
+            edge = hi if r0 > hi else lo
+            t = float(np.clip((r0 - edge) / (r0 - r), 0.0, 1.0)) if r0 != r else 1.0
+            return s0 + t * (s - s0)
+        prev = (s, r)
+    return _SIGMAS[-1]
+
+
+def finish_change(translated: np.ndarray, original: np.ndarray, where: np.ndarray,
+                  config: "BlendConfig", strength: float = 1.0) -> np.ndarray:
+    """The translated crop (S, S, 3) uint8, already colour-matched, made to belong to the
+    photo: a greyscale face stays exactly grey and a monochrome (sepia, duotone) one keeps its
+    tone curve; otherwise the colour change at each pixel is limited (softly) to
+    ``config.chroma_limit`` LAB a/b units at ``strength``; and the change is low-passed so the
+    face keeps the original's sharpness, grain and noise (:func:`change_blur`). ``where``
+    (S, S) bool: the solid part of the face mask, where the statistics are taken."""
+    if not (config.keep_monochrome or config.chroma_limit > 0 or config.match_degradation):
+        return translated
+    o = original.astype(np.float32)
+    if config.keep_monochrome and is_grey(original):
+        g = np.clip(_grey(translated.astype(np.float32)) + 0.5, 0, 255).astype(np.uint8)
+        t = np.repeat(g[..., None], 3, axis=2).astype(np.float32)
+    else:
+        lab_t, lab_o = _lab(translated), _lab(original)
+        curve = tone_curve(lab_o, where) if config.keep_monochrome else None
+        if curve is not None:  # keep the photo's tone: colour follows lightness as before
+            lab_t[..., 1:] = (lab_o[..., 1:] - _along_curve(lab_o[..., 0], curve)
+                              + _along_curve(lab_t[..., 0], curve))
+        elif config.chroma_limit > 0:
+            d = lab_t[..., 1:] - lab_o[..., 1:]
+            mag = np.sqrt((d * d).sum(axis=-1, keepdims=True))
+            limit = config.chroma_limit / max(1.0, strength)
+            # a soft knee: small changes pass, large ones approach the limit
+            lab_t[..., 1:] = lab_o[..., 1:] + d * (limit * np.tanh(mag / limit)
+                                                   / np.maximum(mag, 1e-6))
+        t = np.clip(cv2.cvtColor(lab_t, cv2.COLOR_LAB2RGB) * 255.0, 0, 255)
+    delta = t - o
+    if config.match_degradation:
+        s = change_blur(o, delta, where)
+        if s > 0:
+            delta = cv2.GaussianBlur(delta, (0, 0), s)
+    return np.clip(o + delta + 0.5, 0, 255).astype(np.uint8)

