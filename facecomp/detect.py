@@ -30,12 +30,23 @@ class DetectConfig:
     min_score: faces scoring below this are dropped.
     thresholds: MTCNN's three stage thresholds (P-, R-, O-net).
     max_side: detect on a copy downscaled so its longer side is at most this many pixels.
+    border_pad: black border added around the image, as a fraction of its shorter side, so
+      faces cut by the border are found whole (0: none).
+    large_faces: a coarse extra pass, on a small copy padded by half its size, finds close-up
+      faces that the border cuts deeply.
+    rotations: ``auto`` runs the coarse pass at 90, 180 and 270 degrees too (heads lying down,
+      a photo shot sideways with no orientation tag) and a full pass at an angle where the
+      coarse one finds more faces than upright; ``all`` runs full passes at all four angles;
+      ``off`` only looks upright.
     """
 
     min_face_size: int = 15
     min_score: float = 0.9
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     max_side: int = 2000
+    border_pad: float = 0.05
+    large_faces: bool = True
+    rotations: str = "auto"
 
     def __post_init__(self) -> None:
         if self.min_face_size < 6:
@@ -46,6 +57,18 @@ class DetectConfig:
             raise ConfigError(f"thresholds must be three numbers within 0..1, got {self.thresholds}")
         if self.max_side < 64:
             raise ConfigError(f"detection max side must be at least 64 px, got {self.max_side}")
+        if not 0.0 <= self.border_pad <= 0.5:
+            raise ConfigError(f"detection border pad must be within 0..0.5 of the shorter side, "
+                              f"got {self.border_pad}")
+        if self.rotations not in ROTATIONS:
+            raise ConfigError(f"rotations must be one of {', '.join(ROTATIONS)}, got "
+                              f"{self.rotations!r}")
+
+
+ROTATIONS = ("auto", "all", "off")
+COARSE_SIDE = 256  # the coarse pass's copy: shorter side, px
+COARSE_MIN_FACE = 36  # ... and the smallest face it looks for there (1/7 of that side)
+COARSE_PNET_THRESHOLD = 0.8  # its first stage's threshold: fewer candidates than 0.6
 
 
 class Detector(Protocol):
@@ -84,43 +107,124 @@ class MTCNNDetector:
         if min(small.shape[:2]) < 12:  # MTCNN's smallest window
             return []
         small = np.ascontiguousarray(small)
-        if self.device == "cpu":
-            boxes, points = self._detect_face(small)
-        else:  # facenet-pytorch's own loop: the path measured on a GPU so far
-            found_boxes, probs, found_points = self._mtcnn.detect(small, landmarks=True)
-            if found_boxes is None:
-                return []
-            boxes = np.concatenate([np.asarray(found_boxes, np.float32),
-                                    np.asarray(probs, np.float32)[:, None]], axis=1)
-            points = np.asarray(found_points, np.float32)
-        found = [(b[:4].astype(np.float64), float(b[4]), q.astype(np.float64))
-                 for b, q in zip(boxes, points)]
-        # facenet-pytorch stretches the crop of a face cut by the border, so its landmarks slide
-        # towards the cut; measure those faces again on black-padded crops (the original MTCNN's
-        # way), from the box found, twice, as refine() does
-        cut = [k for k, (b, _, _) in enumerate(found) if _is_cut(small.shape, b)]
-        if cut:
-            again = [found[k] for k in cut]
-            for _ in range(2):
-                again = [a if a is not None and a[1] >= self.config.min_score else prev
-                         for a, prev in zip(self._onet(small, [b for b, _, _ in again]), again)]
-            for k, a in zip(cut, again):
-                found[k] = a
+        c = self.config
+        found = self._full_pass(small, 0)
+        extra: list[tuple] = []
+        if c.large_faces or c.rotations != "off":
+            angles = (0,) if c.rotations == "off" else (0, 1, 2, 3)
+            coarse = {k: self._coarse_pass(small, k) for k in angles
+                      if k == 0 and c.large_faces or k != 0}
+            full_turns = [1, 2, 3] if c.rotations == "all" else []
+            if c.rotations == "auto":
+                upright = len(coarse.get(0, []))
+                best = max((1, 2, 3), key=lambda k: len(coarse[k]))
+                if len(coarse[best]) > upright:
+                    full_turns = [best]
+            for k in full_turns:
+                extra += self._full_pass(small, k)
+            extra += [f for k in coarse for f in coarse[k]]
+        found = _merge(found, extra)
         faces = [f for f in (self._face(b, p, q, scale) for b, p, q in found) if f is not None]
         log.debug("detected %d faces on a %dx%d copy (scale %.3f)", len(faces),
                   small.shape[1], small.shape[0], scale)
         return order_faces(faces)
 
+    def _full_pass(self, img: np.ndarray, turns: int) -> list[tuple]:
+        """Detections (box, score, points) in ``img``'s frame from the full pyramid run on
+        ``img`` turned ``turns`` x 90 degrees counter-clockwise, its levels padded with black
+        (:meth:`_detect_face`)."""
+        turned = np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+        found = self._pyramid(turned, pad=self.config.border_pad * min(img.shape[:2]))
+        # facenet-pytorch stretches the crop of a face cut by the border, so its landmarks slide
+        # towards the cut; measure those faces again on black-padded crops (the original MTCNN's
+        # way), from the box found, twice, as refine() does
+        cut = [k for k, (b, _, _) in enumerate(found) if _is_cut(turned.shape, b)]
+        if cut:
+            again = self._remeasure(turned, [found[k] for k in cut])
+            for k, a in zip(cut, again):
+                found[k] = a
+        return [_unturn(f, turns, turned.shape) for f in found]
+
+    def _coarse_pass(self, img: np.ndarray, turns: int) -> list[tuple]:
+        """Large faces only: the pyramid on a copy whose shorter side is COARSE_SIDE, turned
+        and padded by half its size, with a stricter first stage; each face is then measured
+        again by O-Net on ``img`` itself (turned the same way), whose full-resolution landmarks
+        it keeps."""
+        h, w = img.shape[:2]
+        s = min(1.0, COARSE_SIDE / min(h, w))
+        small = (cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                            interpolation=cv2.INTER_AREA) if s < 1.0 else img)
+        turned = np.ascontiguousarray(np.rot90(small, turns)) if turns else small
+        found = self._pyramid(turned, COARSE_MIN_FACE, pad=min(turned.shape[:2]) / 2,
+                              first_threshold=COARSE_PNET_THRESHOLD)
+        if not found:
+            return []
+        sx = w / small.shape[1] if s < 1.0 else 1.0
+        big = np.ascontiguousarray(np.rot90(img, turns)) if turns else img
+        found = [(b * sx + (sx - 1) / 2, p, q * sx + (sx - 1) / 2) for b, p, q in found]
+        for _ in range(2):  # full-resolution O-Net must accept each face
+            found = [f for f in self._onet(big, [b for b, _, _ in found])
+                     if f is not None and f[1] >= self.config.min_score]
+        return [_unturn(f, turns, big.shape) for f in found]
+
+    def _remeasure(self, img: np.ndarray, found: list[tuple]) -> list[tuple]:
+        """Each detection measured again by O-Net on black-padded crops of ``img``, twice;
+        one O-Net rejects keeps its previous measure."""
+        again = list(found)
+        for _ in range(2):
+            again = [a if a is not None and a[1] >= self.config.min_score else prev
+                     for a, prev in zip(self._onet(img, [b for b, _, _ in again]), again)]
+        return again
+
+    def _pyramid(self, img: np.ndarray, min_face_size: int | None = None, pad: float = 0.0,
+                 first_threshold: float | None = None) -> list[tuple]:
+        """MTCNN's three stages on one image: [(box (4,), score, points (5, 2))]; ``pad``
+        pixels of black around it (see :meth:`_detect_face`)."""
+        if min(img.shape[:2]) < 12:
+            return []
+        if self.device == "cpu":
+            boxes, points = self._detect_face(img, min_face_size, pad, first_threshold)
+        else:  # facenet-pytorch's own loop on a padded copy: the path measured on a GPU
+            m = self._mtcnn
+            p = int(np.ceil(pad))
+            padded = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_CONSTANT, value=0) if p else img
+            saved = m.min_face_size, list(m.thresholds)
+            m.min_face_size = min_face_size or saved[0]
+            if first_threshold is not None:
+                m.thresholds = [first_threshold] + saved[1][1:]
+            try:
+                found_boxes, probs, found_points = m.detect(padded, landmarks=True)
+            finally:
+                m.min_face_size, m.thresholds = saved
+            if found_boxes is None:
+                return []
+            found_boxes = np.asarray(found_boxes, np.float32) - p
+            found_points = np.asarray(found_points, np.float32) - p
+            boxes = np.concatenate([np.asarray(found_boxes, np.float32),
+                                    np.asarray(probs, np.float32)[:, None]], axis=1)
+            points = np.asarray(found_points, np.float32)
+        return [(b[:4].astype(np.float64), float(b[4]), q.astype(np.float64))
+                for b, q in zip(boxes, points)]
+
     @torch.inference_mode()
-    def _detect_face(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _detect_face(self, img: np.ndarray, min_face_size: int | None = None, border: float = 0.0,
+                     first_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """facenet-pytorch's ``detect_face`` for one RGB image: (N, 5) boxes with scores and
         (N, 5, 2) landmarks, the same numbers to float rounding (test). The difference is
         speed: R-Net's and O-Net's inputs are cut and area-resampled in one call per crop size
         (:func:`_area_crops`) instead of one per candidate (thousands in a crowd), and the nets
         take them in cache-sized chunks (:meth:`_chunk`): 0.66 -> 0.42 s on the 100-face
-        photo."""
+        photo.
+
+        ``border``: each pyramid level is padded with that many image pixels of black (at the
+        level's scale) after it is resampled, so P-Net also tries windows that reach past the
+        border, where a cut face lies, while every window inside the image sees exactly the
+        pixels it saw without padding (padding the image itself would shift every level's
+        sampling grid and change borderline detections anywhere in it). R-Net and O-Net cut
+        their crops with black outside the image as they always do.
+        """
         from facenet_pytorch.models.utils.detect_face import (batched_nms_numpy, bbreg,
-                                                               generateBoundingBox, imresample,
+                                                               imresample,
                                                                pad, rerec)
         from torchvision.ops.boxes import batched_nms
 
@@ -129,13 +233,17 @@ class MTCNNDetector:
         dev = next(m.pnet.parameters()).device
         h, w = img.shape[:2]
         pyramid = torch.as_tensor(img.copy(), device=dev).unsqueeze(0).permute(0, 3, 1, 2).float()
-        scale = 12.0 / m.min_face_size
+        scale = 12.0 / (min_face_size or m.min_face_size)
         side = min(h, w) * scale
         boxes_s, picks, offset = [], [], 0
+        first = th[0] if first_threshold is None else first_threshold
         while side >= 12:  # stage 1: P-Net over the image pyramid
             im = imresample(pyramid, (int(h * scale + 1), int(w * scale + 1)))
+            p = 2 * int(np.ceil(border * scale / 2))  # even: P-Net's stride keeps its grid
+            if p:
+                im = torch.nn.functional.pad(im, (p, p, p, p))  # black (0 before scaling)
             reg, probs = m.pnet(_net_input(im, dev))
-            b, inds = generateBoundingBox(reg, probs[:, 1], scale, th[0])
+            b, inds = _windows(reg, probs[:, 1], scale, first, p // 2)
             boxes_s.append(b)
             picks.append(batched_nms(b[:, :4], b[:, 4], inds, 0.5) + offset)
             offset += b.shape[0]
@@ -262,6 +370,66 @@ class MTCNNDetector:
             return None
         face = Face(box=tuple(float(v) for v in box), score=float(prob), landmarks=pts)
         return face.from_resized(scale) if scale < 1.0 else face
+
+
+def _windows(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float,
+             offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net's accepted 12 px windows as boxes in the image's frame, (N, 9): x1, y1, x2, y2,
+    score, four box corrections; and each box's image index. ``offset``: output cells of
+    padding before the image on each axis (P-Net's stride is 2 pixels), so window positions
+    and their rounding match an unpadded level exactly (facenet-pytorch's
+    ``generateBoundingBox`` with an offset)."""
+    stride, cell = 2, 12
+    reg = reg.permute(1, 0, 2, 3)
+    mask = probs >= threshold
+    where = mask.nonzero()
+    score = probs[mask]
+    reg = reg[:, mask].permute(1, 0)
+    cells = where[:, 1:].type(reg.dtype).flip(1) - offset
+    q1 = ((stride * cells + 1) / scale).floor()
+    q2 = ((stride * cells + cell) / scale).floor()
+    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), where[:, 0]
+
+
+def _turn_points(pts: np.ndarray, turns: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Points (x, y) of an image of ``shape`` in the frame of ``np.rot90(image, turns)``.
+
+    Convention: one counter-clockwise quarter turn of an h x w image maps the pixel centre
+    (x, y) to (y, w - 1 - x) in the w x h result."""
+    pts = np.asarray(pts, np.float64).reshape(-1, 2)
+    h, w = shape[:2]
+    for _ in range(turns % 4):
+        pts = np.stack([pts[:, 1], w - 1 - pts[:, 0]], axis=1)
+        h, w = w, h
+    return pts
+
+
+def _unturn(found: tuple, turns: int, turned_shape: tuple[int, ...]) -> tuple:
+    """A detection in the frame of an image turned ``turns`` quarter turns (of shape
+    ``turned_shape``) brought back to the unturned image's frame."""
+    if turns % 4 == 0:
+        return found
+    box, score, pts = found
+    back = (4 - turns) % 4
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+    c = _turn_points(corners, back, turned_shape)
+    return (np.array([c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max()]), score,
+            _turn_points(pts, back, turned_shape))
+
+
+def _merge(found: list[tuple], extra: list[tuple], iou: float = 0.3) -> list[tuple]:
+    """``found`` plus each detection of ``extra`` (best score first) that overlaps none kept
+    by more than ``iou`` and whose centre lies in no kept box."""
+    from .track import box_iou
+
+    kept = list(found)
+    for f in sorted(extra, key=lambda f: -f[1]):
+        b = f[0]
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        if all(box_iou(tuple(b), tuple(k[0])) <= iou
+               and not (k[0][0] <= cx <= k[0][2] and k[0][1] <= cy <= k[0][3]) for k in kept):
+            kept.append(f)
+    return kept
 
 
 def _is_cut(shape: tuple[int, ...], box: np.ndarray) -> bool:

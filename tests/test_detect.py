@@ -127,10 +127,12 @@ def test_own_detect_face_gives_facenets_numbers(detector, group_image, name):
     diff = np.abs(key(ours) - key(ref))
     assert diff[:, 4].max() < 1e-5  # scores
     assert np.delete(diff, 4, axis=1).max() < 1e-3  # pixels
-    # off the CPU the detector calls facenet-pytorch's own loop; both branches agree
-    other = MTCNNDetector(detector.config)
+    # off the CPU the detector calls facenet-pytorch's own loop; both branches agree (exactly
+    # without the border padding, which that loop does on the whole image instead of per level)
+    plain = DetectConfig(border_pad=0, large_faces=False, rotations="off")
+    ours_d, other = MTCNNDetector(plain), MTCNNDetector(plain)
     other.device = "elsewhere"  # takes that branch while the nets stay on the CPU
-    mine, theirs = detector.detect(img), other.detect(img)
+    mine, theirs = ours_d.detect(img), other.detect(img)
     assert len(mine) == len(theirs) >= 6
     for a, b in zip(mine, theirs):
         assert np.abs(np.subtract(a.box, b.box)).max() < 1e-3
@@ -197,3 +199,89 @@ def test_faces_cut_by_the_border_keep_their_landmarks(detector, group_image):
                               / f.size)
     assert len(errors) >= 8, errors
     assert np.median(errors) < 0.06 and np.percentile(errors, 75) < 0.1, np.round(errors, 3)
+
+
+# --- faces the plain pyramid misses: cut by the border, very large, turned ----------------
+
+PLAIN = DetectConfig(border_pad=0, large_faces=False, rotations="off")
+
+
+def _counts():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "face_counts.json").read_text())["photos"]
+
+
+def _found(faces, xy, tol):
+    return any(abs(f.centre[0] - xy[0]) <= tol and abs(f.centre[1] - xy[1]) <= tol + 0.5 * f.size
+               for f in faces)
+
+
+def test_faces_cut_by_the_top_border_are_found(detector):
+    img = load_rgb(media("group_15_masked_crowd_hands.jpg"))
+    marked = _counts()["group_15_masked_crowd_hands.jpg"]["border"]
+    faces = detector.detect(img)
+    assert all(_found(faces, xy, 30) for xy in marked)
+    plain = MTCNNDetector(PLAIN).detect(img)
+    assert sum(_found(plain, xy, 30) for xy in marked) < len(marked)  # what the padding buys
+    assert len(faces) >= len(plain)
+
+
+def test_padding_leaves_the_faces_inside_the_image_exactly_as_they_were(detector):
+    img = load_rgb(media("group_20_staff_photo_100faces.jpg"))
+    h, w = img.shape[:2]
+    plain = MTCNNDetector(PLAIN).detect(img)
+    padded = detector.detect(img)
+    inside = [f for f in plain if min(f.box[0], f.box[1], w - f.box[2], h - f.box[3]) > f.size]
+    boxes = {tuple(np.round(f.box, 3)) for f in padded}
+    assert len(inside) > 80 and all(tuple(np.round(f.box, 3)) in boxes for f in inside)
+
+
+def test_a_face_cut_deeply_by_the_corner_is_found(detector):
+    img = load_rgb(media("group_04_family_border.jpg"))
+    face = max(detector.detect(img), key=lambda f: f.size)
+    (cx, cy), s = face.centre, face.size
+    x0, y0 = int(cx - 0.2 * s), int(cy - 0.2 * s)  # its centre 0.2 face sizes from the corner
+    cut = np.ascontiguousarray(img[y0:y0 + int(2.5 * s), x0:x0 + int(3 * s)])
+    assert _found(detector.detect(cut), (cx - x0, cy - y0), 0.3 * s)
+    assert not _found(MTCNNDetector(PLAIN).detect(cut), (cx - x0, cy - y0), 0.3 * s)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_a_photo_shot_sideways_or_upside_down_has_its_faces_found_upright(detector, turns):
+    from facecomp.align import AlignConfig, align_faces
+
+    img = np.ascontiguousarray(np.rot90(load_rgb(media("group_14_poker_table.jpg")), turns))
+    assert len(MTCNNDetector(PLAIN).detect(img)) <= 1
+    faces = detector.detect(img)
+    assert len(faces) >= 5
+    # the landmarks are the faces' own: aligned crops come out upright (eyes above the mouth)
+    crops, aligned = align_faces(img, faces, AlignConfig(128))
+    for f in aligned:
+        from facecomp.geometry import transform_points
+
+        pts = transform_points(f.crop_from_image, f.landmarks)
+        assert pts[:2, 1].max() < pts[3:, 1].min() and pts[0, 0] < pts[1, 0]
+
+
+def test_turn_points_round_trips():
+    from facecomp.detect import _turn_points
+
+    img = np.arange(5 * 7).reshape(5, 7)
+    pts = np.array([[0, 0], [6, 4], [2, 3]], np.float64)
+    for k in range(4):
+        turned = np.rot90(img, k)
+        q = _turn_points(pts, k, img.shape)
+        assert [turned[int(y), int(x)] for x, y in q] == [img[int(y), int(x)] for x, y in pts]
+        back = _turn_points(q, (4 - k) % 4, turned.shape)
+        assert np.allclose(back, pts)
+
+
+def test_recall_on_the_hand_counted_photos_is_at_least_the_plain_detectors(detector):
+    counts = _counts()
+    for name in ("group_04_family_border.jpg", "group_10_kids_border.jpg",
+                 "group_14_poker_table.jpg"):
+        img = load_rgb(media(name))
+        n = counts[name]["faces"]
+        assert len(detector.detect(img)) >= min(n, len(MTCNNDetector(PLAIN).detect(img)))
