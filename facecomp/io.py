@@ -67,6 +67,8 @@ class LoadedImage:
     icc_profile: bytes | None  # an RGB ICC profile, passed on to the output
     exif: bytes | None         # EXIF with orientation reset to 1, or None
     n_frames: int              # >1 for animations and multi-page files (frame 0 is loaded)
+    mode: str = "RGB"          # Pillow mode of the source ("RGB", "L", "CMYK", ...)
+    orientation: int = 1       # the source's EXIF orientation (rgb is already upright)
 
     def __post_init__(self) -> None:
         _check_pixels(self.rgb, self.alpha)
@@ -176,11 +178,13 @@ def _load(im: Image.Image, path: Path | None) -> LoadedImage:
     im.load()
     source_format = im.format or "unknown"
     icc = im.info.get("icc_profile") or None
-    upright = ImageOps.exif_transpose(im) if _orientation(im) in range(2, 9) else im
+    orientation = _orientation(im)
+    upright = ImageOps.exif_transpose(im) if orientation in range(2, 9) else im
     exif = _upright_exif(im)  # edits im's EXIF in place, so only after the transpose
     rgb, alpha, icc = _to_rgb(upright, icc)
     return LoadedImage(rgb=rgb, alpha=alpha, format=source_format, path=path,
-                       icc_profile=icc, exif=exif, n_frames=_frame_count(im))
+                       icc_profile=icc, exif=exif, n_frames=_frame_count(im), mode=im.mode,
+                       orientation=orientation)
 
 
 def _to_rgb(im: Image.Image,
@@ -287,12 +291,15 @@ def _check_max_pixels(max_pixels: int) -> None:
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
                 like: LoadedImage | None = None, quality: int = 95,
-                overwrite: bool = False) -> None:
+                overwrite: bool = False, keep_jpeg_blocks: bool = True) -> None:
     """Write ``rgb`` (and ``alpha`` where the format has one) in the format of the extension.
 
     ``like`` passes on the ICC profile and EXIF of a source image. ``quality`` (1..100) applies
-    to JPEG and WebP; JPEG at 90 or more keeps full colour resolution (4:4:4). The write is
-    atomic (see :func:`atomic_path`).
+    to JPEG and WebP; JPEG at 90 or more keeps full colour resolution (4:4:4). A JPEG written
+    like a JPEG source keeps the source's blocks wherever its pixels are unchanged, with the
+    source's quantisation, subsampling and markers (:mod:`facecomp.jpeg`; ``quality`` is then
+    the source's), unless ``keep_jpeg_blocks`` is False. The write is atomic (see
+    :func:`atomic_path`).
     """
     path = Path(path)
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
@@ -324,6 +331,19 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
             log.warning("%s: the EXIF block is too large for JPEG and is dropped", path)
         elif fmt != "BMP":
             options["exif"] = like.exif
+    if fmt == "JPEG" and keep_jpeg_blocks and like is not None and like.format == "JPEG":
+        from . import jpeg
+
+        why = jpeg.keeps_blocks(like)
+        if why is None:
+            with atomic_path(path, overwrite) as tmp:
+                done, share = jpeg.write_like(tmp, rgb, like)
+                if done:
+                    log.debug("%s: %.1f %% of the blocks encoded again", path, 100 * share)
+                    return
+                Image.fromarray(pixels).save(tmp, format=fmt, **options)
+            return
+        log.info("%s: the whole picture is encoded again (%s)", path, why)
     image = Image.fromarray(pixels)
     with atomic_path(path, overwrite) as tmp:
         image.save(tmp, format=fmt, **options)
