@@ -74,7 +74,7 @@ SHARED_MEDIA = ROOT.parent / "shared" / "media"
 #: The largest group photos of ../shared/media by face count (see its PROVENANCE.md).
 SHARED_PHOTOS = ("group_20_staff_photo_100faces.jpg", "group_17_team_celebration.png",
                  "group_15_masked_crowd_hands.jpg")
-SECTIONS = ("conv_peak", "generator", "age", "photo", "video", "training")
+SECTIONS = ("conv_peak", "generator", "age", "photo", "composite", "video", "training")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -95,6 +95,9 @@ class Settings:
     ref_blocks: int = 9
     media_dir: str = str(SHARED_MEDIA)
     shared_photos: tuple[str, ...] = SHARED_PHOTOS
+    composite_photos: tuple[str, ...] = ("group_20_staff_photo_100faces.jpg",
+                                         "group_15_masked_crowd_hands.jpg",
+                                         "group_14_poker_table.jpg")
     synth_size: tuple[int, int] = (6000, 4000)
     synth_faces: int = 36
     video_size: tuple[int, int] = (1280, 720)
@@ -114,6 +117,7 @@ class Settings:
 FULL = Settings()
 QUICK = Settings(name="quick", repeats=2, warmup=1, min_sample_s=0.02, conv=(2, 64, 32),
                  gen_size=64, gen_batches=(1, 8), ref_size=64, shared_photos=SHARED_PHOTOS[:1],
+                 composite_photos=("group_14_poker_table.jpg",),
                  synth_size=(1600, 1200), synth_faces=8, video_size=(480, 272),
                  video_frames=10, video_memory_frames=(5, 20), train_size=64, train_warmup=0, train_steps=2)
 
@@ -653,6 +657,87 @@ def photo_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str,
 
 
 # ---------------------------------------------------------------------------------------------
+# 3b. compositing: the cost of each detection pass and finishing step, and JPEG output
+
+
+def composite_section(s: Settings) -> dict[str, Any]:
+    """Per photo: detection seconds with each extra pass switched on in turn (interleaved, so
+    the ratios to the plain pyramid come from one run), the per-face milliseconds of the paste
+    with and without finishing (chroma limit, monochrome, degradation matching), and the JPEG
+    write (blocks kept vs Pillow encoding the whole picture) with the share of background pixels
+    that decode bit-identical."""
+    from facecomp.align import AlignConfig, align_faces
+    from facecomp.blend import BlendConfig, paste_faces
+    from facecomp.checkpoint import load_generator, resolve_model
+    from facecomp.detect import DetectConfig, MTCNNDetector
+    from facecomp.io import read_image, write_image
+    from facecomp.translate import TranslateConfig, Translator
+    from PIL import Image
+
+    media = Path(s.media_dir)
+    configs = {
+        "plain": DetectConfig(border_pad=0, large_faces=False, rotations="off"),
+        "border_pad": DetectConfig(large_faces=False, rotations="off"),
+        "border_pad+large_faces": DetectConfig(rotations="off"),
+        "default (+rotations auto)": DetectConfig(),
+    }
+    detectors = {k: MTCNNDetector(c) for k, c in configs.items()}
+    net, info = load_generator(resolve_model(None, "A2B"))
+    translator = Translator(net, TranslateConfig(device="cpu"))
+    out: dict[str, Any] = {"photos": []}
+    names = s.composite_photos  # the 100-face photo (the detection budget), faces cut by the
+    # top border, a 4:2:0 JPEG
+    with tempfile.TemporaryDirectory(prefix="facecomp-bench-jpeg-") as tmp:
+        for name in names:
+            path = media / name
+            if not path.is_file():
+                out.setdefault("skipped", []).append(name)
+                continue
+            progress(f"composite: {name}")
+            img = read_image(path)
+            rgb = img.rgb
+            times = interleaved({k: (lambda d=d: d.detect(rgb)) for k, d in detectors.items()},
+                                "cpu", s)
+            det = {k: statistics.median(v) for k, v in times.items()}
+            faces = detectors["default (+rotations auto)"].detect(rgb)
+            counts = {k: len(d.detect(rgb)) for k, d in detectors.items()}
+            crops, aligned = align_faces(rgb, faces, AlignConfig(info.crop_size, info.template))
+            translated = translator(crops)
+            blends = {"paste (colour match only)": BlendConfig(chroma_limit=0,
+                                                               keep_monochrome=False,
+                                                               match_degradation=False),
+                      "+ chroma limit, monochrome": BlendConfig(match_degradation=False),
+                      "+ degradation matching (default)": BlendConfig()}
+            ptimes = interleaved({k: (lambda b=b: paste_faces(rgb, aligned, translated, crops,
+                                                              info.template, b))
+                                  for k, b in blends.items()}, "cpu", s)
+            result, patches = paste_faces(rgb, aligned, translated, crops, info.template)
+            row: dict[str, Any] = {
+                "name": name, "pixels": int(rgb.shape[0] * rgb.shape[1]), "faces": counts,
+                "detect_s": det,
+                "detect_over_plain": {k: v / det["plain"] for k, v in det.items()},
+                "paste_ms_per_face": {k: 1000 * statistics.median(v) / max(1, len(faces))
+                                      for k, v in ptimes.items()}}
+            if img.format == "JPEG":
+                kept, fresh = Path(tmp) / "kept.jpg", Path(tmp) / "fresh.jpg"
+                wtimes = interleaved({
+                    "blocks kept": lambda: write_image(kept, result, like=img, overwrite=True),
+                    "pillow q95": lambda: write_image(fresh, result, like=img, overwrite=True,
+                                                      keep_jpeg_blocks=False)}, "cpu", s)
+                mask = np.zeros(rgb.shape[:2], np.float32)
+                for p in patches:
+                    p.union_into(mask)
+                bg = mask == 0
+                row["jpeg_write_s"] = {k: statistics.median(v) for k, v in wtimes.items()}
+                row["background_bit_identical"] = {
+                    k: float((np.array(Image.open(f).convert("RGB"))[bg] == rgb[bg])
+                             .all(axis=1).mean()) for k, f in (("blocks kept", kept),
+                                                               ("pillow q95", fresh))}
+            out["photos"].append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # 4. video
 
 
@@ -953,6 +1038,8 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS,
                     results[name] = age_section(s)
                 elif name == "photo":
                     results[name] = photo_section(s, work, heads)
+                elif name == "composite":
+                    results[name] = composite_section(s)
                 elif name == "video":
                     results[name] = video_section(s, work, heads)
                 elif name == "training":
@@ -1061,6 +1148,18 @@ def format_table(r: dict[str, Any]) -> str:
                 ratio = b[dev]["one_at_a_time_over_batched"]
                 lines.append(f"  {b['photo'][:30]} {b['faces']} faces {dev}: one at a time / "
                              f"batch {b['batch_size']} = {ratio:.2f}")
+    cp = r.get("composite", {})
+    for p in cp.get("photos", []):
+        d = p["detect_over_plain"]
+        lines.append(f"composite {p['name'][:26]}: detect {p['detect_s']['plain']:.2f} s plain, "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in d.items() if k != "plain")
+                     + f"; faces {p['faces']}")
+        lines.append("  paste ms/face: " + ", ".join(f"{k} {v:.1f}"
+                                                     for k, v in p["paste_ms_per_face"].items()))
+        if "jpeg_write_s" in p:
+            lines.append("  jpeg write s: " + ", ".join(
+                f"{k} {v:.3f} ({100 * p['background_bit_identical'][k]:.1f} % background "
+                f"bit-identical)" for k, v in p["jpeg_write_s"].items()))
     v = r.get("video", {})
     for c in v.get("clips", []):
         lines.append(f"video {v['width']}x{v['height']} {c['faces_pasted']} face(s): "

@@ -99,6 +99,8 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     assert synth["peak_rss_mb"] >= synth["rss_after_load_mb"] > 50
     assert positive(ph["batching"]["cpu"]["one_at_a_time_over_batched"])
 
+    assert r["composite"]["skipped"] and r["composite"]["photos"] == []
+
     [clip] = r["video"]["clips"]
     assert clip["frames"] == 3 and positive(clip["fps"])
     assert clip["slowest_stage"] in clip["timings"]
@@ -111,3 +113,24 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
 
     table = bench.format_table(r)
     assert "training" in table and "conv peak" in table
+
+
+def test_bench_composite_section_on_a_real_jpeg(one_thread) -> None:
+    from .conftest import media
+
+    path = media("group_01_family_indoor.jpg")
+    bench = load_bench()
+    s = dataclasses.replace(bench.QUICK, repeats=1, warmup=1, min_sample_s=0.0,
+                            media_dir=str(path.parent), composite_photos=(path.name,))
+    [row] = bench.composite_section(s)["photos"]
+    assert set(row["detect_s"]) == set(row["faces"]) and row["detect_over_plain"]["plain"] == 1
+    assert all(positive(v) for v in row["detect_s"].values())
+    assert row["faces"]["default (+rotations auto)"] >= row["faces"]["plain"] >= 5
+    assert all(positive(v) for v in row["paste_ms_per_face"].values())
+    kept = row["background_bit_identical"]
+    assert kept["blocks kept"] > max(0.95, kept["pillow q95"])
+    assert "composite" in bench.format_table({"machine": {"cpu_model": "x", "cpus_usable": 1,
+                                                          "torch": "t", "cuda_device": None,
+                                                          "load_average_start": [0.0]},
+                                              "settings": {"name": "q"}, "composite":
+                                              {"photos": [row]}, "total_s": 1.0})
