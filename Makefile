@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo bench model age-model golden clean
+.PHONY: help setup test demo bench model age-model occlusion-model golden clean
 
 help:
 	@echo "make setup   create $(VENV) and install facecomp into it (with test tools)"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench   benchmark every stage into bench/results.json (~10 min on 2 CPU cores)"
 	@echo "make model   prepare UTKFace and train the age model (long; re-run to resume)"
 	@echo "make age-model  prepare UTKFace and train the age estimator (~30 min on 2 CPU cores)"
+	@echo "make occlusion-model  train the occlusion model on UTKFace crops (~25 min on 1 core)"
 
 setup: $(STAMP)
 
@@ -40,6 +41,10 @@ model: setup
 # Train the age estimator that evaluate, calibrate and --age use, from UTKFace (all ages).
 age-model: setup
 	scripts/make_age_model.sh
+
+# Train the occlusion model that keeps hands, glasses frames, masks ... over faces (UTKFace).
+occlusion-model: setup
+	scripts/make_occlusion_model.sh
 
 # Regenerate tests/golden after an intended change of the shipped weights or processing.
 golden: setup

@@ -712,12 +712,20 @@ def composite_section(s: Settings) -> dict[str, Any]:
                                                               info.template, b))
                                   for k, b in blends.items()}, "cpu", s)
             result, patches = paste_faces(rgb, aligned, translated, crops, info.template)
+            from facecomp.occlusion import Occlusion, shipped_occlusion
+
+            occ_ms = None
+            if shipped_occlusion().is_file() and len(crops):
+                occ = Occlusion.load()
+                occ_ms = 1000 * median_time(lambda: occ.keep_weights(crops, info.template),
+                                            "cpu", s) / len(crops)
             row: dict[str, Any] = {
                 "name": name, "pixels": int(rgb.shape[0] * rgb.shape[1]), "faces": counts,
                 "detect_s": det,
                 "detect_over_plain": {k: v / det["plain"] for k, v in det.items()},
                 "paste_ms_per_face": {k: 1000 * statistics.median(v) / max(1, len(faces))
-                                      for k, v in ptimes.items()}}
+                                      for k, v in ptimes.items()},
+                "occlusion_ms_per_face": occ_ms}
             if img.format == "JPEG":
                 kept, fresh = Path(tmp) / "kept.jpg", Path(tmp) / "fresh.jpg"
                 wtimes = interleaved({
@@ -1155,7 +1163,8 @@ def format_table(r: dict[str, Any]) -> str:
                      + ", ".join(f"{k} {v:.2f}x" for k, v in d.items() if k != "plain")
                      + f"; faces {p['faces']}")
         lines.append("  paste ms/face: " + ", ".join(f"{k} {v:.1f}"
-                                                     for k, v in p["paste_ms_per_face"].items()))
+                                                     for k, v in p["paste_ms_per_face"].items())
+                     + f"; occlusion model {_f(p.get('occlusion_ms_per_face'), '.1f')}")
         if "jpeg_write_s" in p:
             lines.append("  jpeg write s: " + ", ".join(
                 f"{k} {v:.3f} ({100 * p['background_bit_identical'][k]:.1f} % background "

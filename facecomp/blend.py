@@ -40,7 +40,9 @@ class BlendConfig:
     exaggerate it. chroma_limit: the most a pixel's colour may change (LAB a/b units; 0: no
     limit). keep_monochrome: greyscale faces stay grey and sepia/duotone ones keep their tone.
     match_degradation: low-pass the change so the face keeps its sharpness, blur, grain and noise
-    (see :func:`finish_change`)."""
+    (see :func:`finish_change`). keep_occluders: what lies over a face (hands, microphones,
+    glasses frames, masks, hair strands) keeps its pixels (the pipeline passes the occlusion
+    model's weights as ``keep``)."""
 
     method: str = "feather"
     color_match: bool = True
@@ -51,6 +53,7 @@ class BlendConfig:
     chroma_limit: float = 10.0
     keep_monochrome: bool = True
     match_degradation: bool = True
+    keep_occluders: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in BLENDS:
@@ -216,32 +219,38 @@ def color_mask(crop_size: int, template: Template, config: BlendConfig) -> np.nd
 def paste_faces(image: np.ndarray, faces: list[Face], translated: np.ndarray,
                 originals: np.ndarray, template: Template, config: BlendConfig | None = None,
                 colors: list[ColorTransform | None] | None = None,
-                strengths: list[float] | None = None) -> tuple[np.ndarray, list[Patch]]:
+                strengths: list[float] | None = None,
+                keep: np.ndarray | None = None) -> tuple[np.ndarray, list[Patch]]:
     """Paste each translated crop back into a copy of ``image``; returns it and the patches.
 
     faces must carry ``crop_from_image``; translated and originals are (N, S, S, 3) uint8.
     colors: with colour matching on, a given transform per face replaces the one measured on
     the crops (video passes transforms smoothed over time). strengths: per face, replaces the
-    config's strength (a target age gives each face its own).
+    config's strength (a target age gives each face its own). keep: (N, S, S) weights in
+    [0, 1] multiplied into each face's mask (0 where an occluder covers the face).
     """
     config = config or BlendConfig()
     out = image.copy()
     patches = [paste_face(out, face, translated[i], originals[i], template, config,
                           None if colors is None else colors[i],
-                          None if strengths is None else strengths[i])
+                          None if strengths is None else strengths[i],
+                          None if keep is None else keep[i])
                for i, face in enumerate(faces)]
     return out, patches
 
 
 def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np.ndarray,
                template: Template, config: BlendConfig,
-               color: ColorTransform | None = None, strength: float | None = None) -> Patch:
+               color: ColorTransform | None = None, strength: float | None = None,
+               keep: np.ndarray | None = None) -> Patch:
     """Paste one translated crop into ``out`` in place; returns where it went. ``strength``
-    replaces the config's (0..2)."""
+    replaces the config's (0..2); ``keep`` (S, S) multiplies the face mask."""
     if face.crop_from_image is None:
         raise ValueError("the face has no crop_from_image; align it first")
     size = translated.shape[0]
     mask_crop = face_mask(size, template, config.mask_scale, config.feather)
+    if keep is not None:
+        mask_crop = mask_crop * np.asarray(keep, np.float32)
     if config.color_match:
         lab = _lab(translated)  # once, for both measuring and applying
         if color is None:
@@ -284,9 +293,7 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
                              borderMode=cv2.BORDER_REPLICATE)
     src = np.clip(src, 0, 255)
 
-    blended = None
-    if config.method == "poisson":
-        blended = _poisson(src, dst, m, face)
+    blended = _poisson(src, dst, m, face) if config.method == "poisson" else None
     if blended is None:
         blended = dst + m[..., None] * (src - dst)
     result = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
@@ -300,8 +307,16 @@ def paste_face(out: np.ndarray, face: Face, translated: np.ndarray, original: np
     return Patch(int(ix0), int(iy0), m_in)
 
 
+#: How far (levels; 99th percentile inside the solid mask, smoothed) Poisson's result may leave
+#: the range between the original and the translated face before the face falls back to
+#: feather: where the change is large on the mask's edge (a hat, hair), the membrane that makes
+#: the edge seamless carries that difference inwards as a dark or bright smear.
+POISSON_MAX_SMEAR = 12.0
+
+
 def _poisson(src: np.ndarray, dst: np.ndarray, m: np.ndarray, face: Face) -> np.ndarray | None:
-    """seamlessClone of src into dst over the mask support, or None (with a warning) if refused."""
+    """seamlessClone of src into dst over the mask support, or None (with a warning) if refused
+    or if it smears the mask's edge into the face (see POISSON_MAX_SMEAR)."""
     mask_u8 = np.where(m > 0, 255, 0).astype(np.uint8)
     mask_u8[[0, -1], :] = 0
     mask_u8[:, [0, -1]] = 0
@@ -318,7 +333,18 @@ def _poisson(src: np.ndarray, dst: np.ndarray, m: np.ndarray, face: Face) -> np.
         log.warning("Poisson blending failed for the face at %s (%s); used feather instead",
                     tuple(round(v) for v in face.box), str(e).strip().splitlines()[-1][:80])
         return None
-    return np.where(mask_u8[..., None] > 0, res.astype(np.float32), dst)
+    out = np.where(mask_u8[..., None] > 0, res.astype(np.float32), dst)
+    solid = m >= 0.999
+    if solid.sum() >= 16:
+        below = np.maximum(np.minimum(src, dst) - out, 0.0)
+        above = np.maximum(out - np.maximum(src, dst), 0.0)
+        smear = cv2.GaussianBlur((below + above).mean(axis=2), (0, 0), 3.0)[solid]
+        if float(np.percentile(smear, 99)) > POISSON_MAX_SMEAR:
+            log.warning("Poisson blending would smear the edge of the face at %s into it (a "
+                        "hat or hair over the mask's border?); used feather for it",
+                        tuple(round(v) for v in face.box))
+            return None
+    return out
 
 
 # --- Finishing: the change made to look as if the photo had taken it ------------------------

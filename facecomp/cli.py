@@ -85,6 +85,21 @@ AgeOpt = Annotated[Optional[str], typer.Option(
 ColorMatchOpt = Annotated[bool, typer.Option(
     "--color-match/--no-color-match",
     help="Match each translated face's colour (LAB mean/std) to the original face.")]
+MatchPhotoOpt = Annotated[bool, typer.Option(
+    "--match-photo/--raw-change",
+    help="Make each face's change belong to the photo: it keeps the face's own sharpness, blur, "
+         "grain and noise, greyscale faces stay grey (sepia keeps its tone) and a pixel's "
+         "colour change is capped near 10 CIELAB a/b units. --raw-change pastes the model's "
+         "change as it is.")]
+OccludersOpt = Annotated[bool, typer.Option(
+    "--keep-occluders/--paint-occluders",
+    help="Keep what lies over a face (hands, microphones, cups, glasses frames, masks, hair "
+         "strands) as it is, found by the shipped occlusion model; --paint-occluders changes "
+         "the whole face ellipse.")]
+RotationsOpt = Annotated[str, typer.Option(
+    "--rotations", help="Find turned heads too: auto (a cheap coarse look at 90/180/270 "
+                        "degrees, a full one where it finds more faces), all (full passes at "
+                        "all four angles), off.")]
 MinScoreOpt = Annotated[float, typer.Option(
     "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")]
 DetectSideOpt = Annotated[int, typer.Option(
@@ -156,6 +171,9 @@ def photo(
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
     age: AgeOpt = None,
+    match_photo: MatchPhotoOpt = True,
+    keep_occluders: OccludersOpt = True,
+    rotations: RotationsOpt = "auto",
     overwrite: OverwriteOpt = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave outputs that already exist as they are and count them as "
@@ -178,7 +196,8 @@ def photo(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, faces, min_score, detect_side, mask_scale,
-                               feather, strength, age)
+                               feather, strength, age, match_photo=match_photo,
+                               keep_occluders=keep_occluders, rotations=rotations)
         jobs = plan_jobs(list(inputs), Path(output) if output else None,
                          output_is_folder=bool(output) and output.endswith(("/", os.sep)))
 
@@ -243,6 +262,9 @@ def video(
     feather: FeatherOpt = 0.3,
     strength: StrengthOpt = 1.0,
     age: AgeOpt = None,
+    match_photo: MatchPhotoOpt = True,
+    keep_occluders: OccludersOpt = True,
+    rotations: RotationsOpt = "off",
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Look for new faces with the full detector every K "
                                       "frames. Faces already found are followed from frame to "
@@ -272,7 +294,8 @@ def video(
     def run() -> int:
         config = _photo_config(model, direction, blend, color_match, device, precision,
                                batch_size, min_face, "all", min_score, detect_side, mask_scale,
-                               feather, strength, age)
+                               feather, strength, age, match_photo=match_photo,
+                               keep_occluders=keep_occluders, rotations=rotations)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
                               preset=preset)
         from .errors import InputError, OutputError
@@ -342,10 +365,11 @@ class _Bar:
 
 
 def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
-                  faces, min_score, detect_side, mask_scale, feather, strength, age=None):
+                  faces, min_score, detect_side, mask_scale, feather, strength, age=None, *,
+                  match_photo=True, keep_occluders=True, rotations="auto"):
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
-    from .detect import DetectConfig
+    from .detect import ROTATIONS, DetectConfig
     from .pipeline import FaceSelection, PhotoConfig
     from .target import AgeTarget
     from .translate import TranslateConfig
@@ -357,10 +381,20 @@ def _photo_config(model, direction, blend, color_match, device, precision, batch
     return PhotoConfig(
         model=model, direction=direction.value, min_face=min_face, age=target,
         faces=FaceSelection.parse(faces),
-        detect=DetectConfig(min_score=min_score, max_side=detect_side),
+        detect=DetectConfig(min_score=min_score, max_side=detect_side,
+                            rotations=_choice("--rotations", rotations, ROTATIONS)),
         blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
-                          feather=feather, strength=strength),
+                          feather=feather, strength=strength, chroma_limit=10.0 if match_photo
+                          else 0.0, keep_monochrome=match_photo, match_degradation=match_photo,
+                          keep_occluders=keep_occluders),
         translate=TranslateConfig(device=device, batch_size=batch_size, precision=precision))
+
+
+def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
+    v = value.strip().lower()
+    if v not in allowed:
+        raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    return v
 
 
 @app.command(epilog=EXIT_CODES)

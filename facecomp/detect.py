@@ -36,8 +36,10 @@ class DetectConfig:
       faces that the border cuts deeply.
     rotations: ``auto`` runs the coarse pass at 90, 180 and 270 degrees too (heads lying down,
       a photo shot sideways with no orientation tag) and a full pass at an angle where the
-      coarse one finds more faces than upright; ``all`` runs full passes at all four angles;
-      ``off`` only looks upright.
+      coarse one finds more faces than upright, or, when nothing is found upright, at all three,
+      keeping the angle with most faces if it has two or more (a turned group photo of small
+      faces; a photo with no face then costs four passes);
+      ``all`` runs full passes at all four angles; ``off`` only looks upright.
     """
 
     min_face_size: int = 15
@@ -122,6 +124,14 @@ class MTCNNDetector:
                     full_turns = [best]
             for k in full_turns:
                 extra += self._full_pass(small, k)
+            if c.rotations == "auto" and not full_turns and not found and not upright:
+                # nothing upright: perhaps a turned group photo of small faces. The angle with
+                # most faces, if it has two or more (MTCNN takes a turned dog for a face at
+                # p > 0.99, a whole group of them less readily)
+                turned = max(([f for f in self._full_pass(small, k) if f[1] >= c.min_score]
+                              for k in (1, 2, 3)), key=len)
+                if len(turned) >= 2:
+                    extra += turned
             extra += [f for k in coarse for f in coarse[k]]
         found = _merge(found, extra)
         faces = [f for f in (self._face(b, p, q, scale) for b, p, q in found) if f is not None]

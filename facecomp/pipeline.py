@@ -168,13 +168,14 @@ class FaceComp:
     With ``PhotoConfig(age=AgeTarget.parse("+20"))`` both directions of the model are loaded
     (``generators`` maps direction -> (generator, info) to inject them) and each face gets its
     own direction and strength from the models' age calibrations. ``estimator`` replaces the
-    shipped age estimator (anything with ``predict(crops, template) -> ages``).
+    shipped age estimator (anything with ``predict(crops, template) -> ages``); ``occlusion``
+    the shipped occlusion model (anything with ``keep_weights(crops, template)``).
     """
 
     def __init__(self, config: PhotoConfig | None = None, *, generator: nn.Module | None = None,
                  info: ModelInfo | None = None, detector: Detector | None = None,
                  generators: dict[str, tuple[nn.Module, ModelInfo | None]] | None = None,
-                 estimator=None) -> None:
+                 estimator=None, occlusion=None) -> None:
         self.config = config or PhotoConfig()
         c = self.config
         loaded = dict(generators or {})
@@ -203,6 +204,7 @@ class FaceComp:
             raise ConfigError(f"model {name} has no age calibration, which a target age needs; "
                               "calibrate it with `facecomp calibrate` or use --strength")
         self._estimator = estimator
+        self._occlusion = occlusion
         self.detector = detector or MTCNNDetector(c.detect, device=str(
             resolve_device(c.translate.device)))
 
@@ -220,6 +222,31 @@ class FaceComp:
 
             self._estimator = AgeEstimator.load()
         return self._estimator
+
+    @property
+    def occlusion(self):
+        """The occlusion model (the shipped one unless another was given), loaded on first use;
+        None when the blend keeps no occluders or the model is missing (warned once)."""
+        if not self.config.blend.keep_occluders:
+            return None
+        if self._occlusion is None:
+            from .errors import ModelError
+            from .occlusion import Occlusion
+
+            try:
+                self._occlusion = Occlusion.load()
+            except ModelError as e:
+                log.warning("what covers faces is repainted: %s", e)
+                self._occlusion = False
+        return self._occlusion or None
+
+    def keep_weights(self, crops: np.ndarray) -> np.ndarray | None:
+        """Per aligned crop, where the face shows (1) and where something covers it (0), as
+        the paste-back uses them; None when occluders are not kept."""
+        model = self.occlusion
+        if model is None or len(crops) == 0:
+            return None
+        return model.keep_weights(crops, self.align.template)
 
     @property
     def needs_ages(self) -> bool:
@@ -330,15 +357,20 @@ class FaceComp:
             t1 = time.perf_counter()
             self._fit_strengths(pending, translated)
             share += (time.perf_counter() - t1) / max(1, len(translated))
+        t1 = time.perf_counter()
+        keep = self.keep_weights(np.concatenate(all_crops)) if all_crops else None
+        t_keep = (time.perf_counter() - t1) / max(1, len(translated))
         start = 0
         for p in pending:
             n = len(p.crops)
             t1 = time.perf_counter()
             out, patches = paste_faces(p.image, p.aligned, translated[start:start + n], p.crops,
                                        self.align.template, self.config.blend,
-                                       strengths=p.strengths)
+                                       strengths=p.strengths,
+                                       keep=None if keep is None else keep[start:start + n])
             start += n
-            timings = dict(p.timings, translate=share * n, blend=time.perf_counter() - t1)
+            timings = dict(p.timings, translate=share * n,
+                           blend=time.perf_counter() - t1 + t_keep * n)
             yield PhotoResult(out, p.faces, p.chosen, p.small, patches, timings, p.ages,
                               p.plans)
 

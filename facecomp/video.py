@@ -406,6 +406,7 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
         translated = pipeline.translate(all_crops, directions)
     timings["translate"] += time.perf_counter() - t
     t = time.perf_counter()
+    keep = pipeline.keep_weights(all_crops) if crops else None
     start = 0
     blend = pipeline.config.blend
     where = color_mask(pipeline.align.crop_size, pipeline.align.template, blend) \
@@ -421,7 +422,8 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
                           for k, tid in enumerate(track_ids)]
             rgb, _ = paste_faces(frame.rgb, frame_faces, out, frame_crops,
                                  pipeline.align.template, blend, colors,
-                                 None if strengths is None else strengths[start:start + n])
+                                 None if strengths is None else strengths[start:start + n],
+                                 None if keep is None else keep[start:start + n])
         start += n
         report.face_frames += n
         report.frames += 1

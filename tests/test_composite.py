@@ -176,3 +176,33 @@ def test_colour_photos_are_not_taken_for_monochrome(poker):
     crops, _ = align_faces(img, faces, CFG)
     where = face_mask(128, FACECOMP_V1) >= 0.5
     assert all(tone_curve(_lab(c), where) is None for c in crops)
+
+
+def test_poisson_falls_back_to_feather_where_it_would_smear_a_hat_edge_into_the_face(
+        detector, group_image, caplog):
+    faces = detector.detect(group_image)
+    crops, aligned = align_faces(group_image, faces, CFG)
+    # a change that is large on the mask's upper edge (a hat or hair made much lighter)
+    lit = crops.astype(np.int16)
+    lit[:, :40] += 90
+    lit = np.clip(lit, 0, 255).astype(np.uint8)
+    plain = BlendConfig(color_match=False, match_degradation=False, chroma_limit=0)
+    with caplog.at_level("WARNING", logger="facecomp.blend"):
+        poisson, patches = paste_faces(group_image, aligned, lit, crops, FACECOMP_V1,
+                                       BlendConfig(method="poisson", color_match=False,
+                                                   match_degradation=False, chroma_limit=0))
+    feather, _ = paste_faces(group_image, aligned, lit, crops, FACECOMP_V1, plain)
+    assert "smear" in caplog.text
+    core = _core(group_image, patches)
+    # no bright or dark smear: the result stays within what the two faces hold
+    lo = np.minimum(group_image, feather).astype(int) - 3
+    hi = np.maximum(np.clip(group_image.astype(int) + 90, 0, 255), feather).astype(int) + 3
+    assert ((poisson >= lo) & (poisson <= hi))[core].all(axis=1).mean() > 0.99
+    # an ordinary change is still blended by Poisson (it differs from feather)
+    soft = np.clip(crops.astype(np.int16) + _SHADE[0].astype(np.int16), 0, 255).astype(np.uint8)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="facecomp.blend"):
+        p2, _ = paste_faces(group_image, aligned, soft, crops, FACECOMP_V1,
+                            BlendConfig(method="poisson"))
+    f2, _ = paste_faces(group_image, aligned, soft, crops, FACECOMP_V1)
+    assert "smear" not in caplog.text and not np.array_equal(p2, f2)

@@ -285,3 +285,9 @@ def test_recall_on_the_hand_counted_photos_is_at_least_the_plain_detectors(detec
         img = load_rgb(media(name))
         n = counts[name]["faces"]
         assert len(detector.detect(img)) >= min(n, len(MTCNNDetector(PLAIN).detect(img)))
+
+
+def test_a_turned_group_photo_of_small_faces_is_found(detector):
+    img = np.ascontiguousarray(np.rot90(load_rgb(media("group_07_solvay1927_gray.jpg")), 1))
+    assert MTCNNDetector(PLAIN).detect(img) == []
+    assert len(detector.detect(img)) >= 24  # of 29; 28 upright
