@@ -353,13 +353,13 @@ class FaceComp:
                                      [d for p in pending for d in p.directions])
                       if all_crops else np.empty((0,) + pending[0].crops.shape[1:], np.uint8))
         share = (time.perf_counter() - t0) / max(1, len(translated))
-        if self.config.age is not None and self.config.age_per_face and len(translated):
-            t1 = time.perf_counter()
-            self._fit_strengths(pending, translated)
-            share += (time.perf_counter() - t1) / max(1, len(translated))
         t1 = time.perf_counter()
         keep = self.keep_weights(np.concatenate(all_crops)) if all_crops else None
         t_keep = (time.perf_counter() - t1) / max(1, len(translated))
+        if self.config.age is not None and self.config.age_per_face and len(translated):
+            t1 = time.perf_counter()
+            self._fit_strengths(pending, translated, keep)
+            share += (time.perf_counter() - t1) / max(1, len(translated))
         start = 0
         for p in pending:
             n = len(p.crops)
@@ -375,7 +375,8 @@ class FaceComp:
                               p.plans)
 
 
-    def _fit_strengths(self, pending: list[_Pending], translated: np.ndarray) -> None:
+    def _fit_strengths(self, pending: list[_Pending], translated: np.ndarray,
+                       keep: np.ndarray | None = None) -> None:
         """Replace each planned face's curve strength with the one whose result the estimator
         reads nearest its target (:func:`facecomp.target.choose_strengths`)."""
         from .blend import face_mask, match_colors
@@ -384,6 +385,9 @@ class FaceComp:
         size = self.align.crop_size
         crops = np.concatenate([p.crops for p in pending if len(p.crops)])
         shown = match_colors(translated, crops, t, b)
+        if keep is not None:  # what the paste will keep of the original (occluders)
+            shown = np.clip(crops + keep[..., None] * (shown.astype(np.float32) - crops) + 0.5,
+                            0, 255).astype(np.uint8)
         goals = [p.plans[i].target for p in pending for i in p.chosen]
         strengths, expected = choose_strengths(
             crops, shown, goals, lambda c: self.estimator.predict(c, t),

@@ -71,9 +71,10 @@ def _texture(rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
     return np.clip(t, 0, 255).astype(np.float32)
 
 
-def _skin(rng: np.random.Generator, pool: np.ndarray) -> np.ndarray:
-    """A skin texture from the middle of another face (cheeks, nose), scaled up."""
-    src = pool[rng.integers(len(pool))].astype(np.float32)
+def _skin(rng: np.random.Generator, pool: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """A skin texture from the cheeks of this face (a person's hands have their face's tone,
+    so the model must learn shape and edges, not a pasted colour) or of another one."""
+    src = (own if rng.random() < 0.6 else pool[rng.integers(len(pool))]).astype(np.float32)
     c = src[int(0.55 * S):int(0.75 * S), int(0.2 * S):int(0.45 * S)]
     t = cv2.resize(c, (HI, HI), interpolation=cv2.INTER_CUBIC)
     t = t * rng.uniform(0.75, 1.2) + rng.normal(0, 3, (HI, HI, 3))
@@ -107,8 +108,9 @@ def _hand(rng, canvas):
         y0 = HI - palm_h * 0.8
         y1 = tip + rng.uniform(0, 0.2) * reach
         tilt = rng.uniform(-0.25, 0.25)
-        cv2.line(canvas, (int(x), int(y0)), (int(x + tilt * (y0 - y1)), int(y1)), 1.0, fw,
-                 cv2.LINE_AA)
+        end = (int(x + tilt * (y0 - y1)), int(y1))
+        cv2.line(canvas, (int(x), int(y0)), end, 1.0, fw, cv2.LINE_AA)
+        cv2.circle(canvas, end, fw // 2, 1.0, -1, cv2.LINE_AA)  # a rounded fingertip
     if edge != "bottom":
         k = {"left": 3, "top": 2, "right": 1}[edge]
         canvas[:] = np.rot90(canvas, k)
@@ -198,7 +200,9 @@ def synthesize(face: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
             tex = _texture(rng, pool)
         elif kind == "hand":
             _hand(rng, canvas)
-            tex = _skin(rng, pool)
+            tex = _skin(rng, pool, face)
+            edge = cv2.GaussianBlur(canvas, (0, 0), 2.0)  # darker near its outline
+            tex = tex * (0.75 + 0.25 * np.clip(edge * 2 - 0.6, 0, 1))[..., None]
         elif kind == "hair":
             _hair(rng, canvas)
             tone = rng.choice([20, 45, 90, 170]) * rng.uniform(0.8, 1.2)
@@ -211,9 +215,19 @@ def synthesize(face: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
         else:
             _face_mask(rng, canvas, pts)
             colour = [np.array([170, 200, 225]), np.array([235, 235, 235]),
-                      np.array([30, 30, 35])][rng.integers(3)]
-            tex = np.clip(np.ones((HI, HI, 3), np.float32) * colour * rng.uniform(0.8, 1.1)
-                          + rng.normal(0, 5, (HI, HI, 3)), 0, 255).astype(np.float32)
+                      np.array([30, 30, 35]), np.array([150, 160, 170]),
+                      rng.uniform(40, 230, 3)][rng.integers(5)]
+            tex = np.ones((HI, HI, 3), np.float32) * colour * rng.uniform(0.75, 1.1)
+            ys = np.arange(HI, dtype=np.float32)[:, None, None]
+            tex = tex * (1 - 0.12 * (np.sin(ys / rng.uniform(3, 8)) > 0.6))  # pleats
+            tex = tex * (1 + rng.uniform(-0.3, 0.3) * np.linspace(-1, 1, HI)[None, :, None])
+            tex = 0.8 * tex + 0.2 * _texture(rng, pool) if rng.random() < 0.4 else tex
+            tex = np.clip(tex + rng.normal(0, 5, (HI, HI, 3)), 0, 255).astype(np.float32)
+            for side in (-1, 1):  # the straps to the ears
+                y = int(pts[2, 1] + rng.uniform(-0.05, 0.1) * HI)
+                x = int(pts[0, 0] - 0.18 * HI) if side < 0 else int(pts[1, 0] + 0.18 * HI)
+                cv2.line(canvas, (x, y), (0 if side < 0 else HI, y - int(0.1 * HI)), 1.0,
+                         2, cv2.LINE_AA)
         a = cv2.resize(canvas, (S, S), interpolation=cv2.INTER_AREA)
         t = cv2.resize(tex, (S, S), interpolation=cv2.INTER_AREA)
         if rng.random() < 0.3:  # a soft shadow beside the occluder (not labelled)
@@ -246,6 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, help="start from this occlusion model's weights")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -261,6 +276,10 @@ def main(argv=None) -> int:
     clean = val[:256]
     a.out.mkdir(parents=True, exist_ok=True)
     net = OcclusionNet(a.width)
+    if a.init is not None:
+        from facecomp.occlusion import load_occlusion
+
+        net, _ = load_occlusion(a.init)
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps,
                                                 pct_start=0.1)
@@ -289,6 +308,7 @@ def main(argv=None) -> int:
                          metrics={k: round(v, 4) for k, v in m.items()},
                          license="trained on UTKFace crops: non-commercial research use only",
                          extra={"steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed,
+                                "init": str(a.init.name) if a.init else None,
                                 "train_crops": int(len(train)), "wall_s": round(time.time() - t0)})
     save_occlusion(a.out / "occlusion.safetensors", net, info)
     preview(net, vx[:16], vy[:16], a.out / "preview.png")

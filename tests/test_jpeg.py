@@ -80,8 +80,9 @@ def test_exif_icc_and_comments_are_kept(tmp_path):
     exif[0x010F] = "FaceCompTestCamera"  # Make
     exif[0x0112] = 1
     src_path = tmp_path / "src.jpg"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">facecomp test</x:xmpmeta>'
     Image.fromarray(rgb).save(src_path, quality=80, subsampling=2, exif=exif.tobytes(),
-                              icc_profile=icc, comment=b"kept")
+                              icc_profile=icc, comment=b"kept", xmp=xmp)
     src = read_image(src_path)
     new, _ = _change(src.rgb, [(100, 100, 200, 200)])
     out = tmp_path / "out.jpg"
@@ -89,6 +90,7 @@ def test_exif_icc_and_comments_are_kept(tmp_path):
     with Image.open(out) as im:
         assert im.getexif().get(0x010F) == "FaceCompTestCamera"
         assert im.info.get("icc_profile") == icc and im.info.get("comment") == b"kept"
+        assert im.info.get("xmp") == xmp
         assert im.layer[1][1:3] == (1, 1) and im.layer[0][1:3] == (2, 2)  # still 4:2:0
 
 

@@ -58,18 +58,19 @@ def test_an_occluder_over_a_real_face_keeps_its_pixels_while_the_face_changes(de
     fc = FaceComp(PhotoConfig(blend=BlendConfig(color_match=False)), generator=Shift(0.35),
                   detector=detector, occlusion=occlusion)
     result = fc.process(img)
-    core = result.changed_mask() >= 0.999
-    inner = cv2.erode(covered.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-    face_part = cv2.erode((~covered).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
-    diff = np.abs(result.image.astype(int) - img).max(axis=2)
-    on_faces = inner & (result.changed_mask() > 0)
-    assert on_faces.sum() > 2000
-    assert (diff[on_faces] <= 1).mean() > 0.97  # the occluder is left as it was
-    assert diff[core & face_part].mean() > 20  # the rest of the face changed
-    # without the occlusion model the same occluders are painted
+    # without the occlusion model the same occluders are painted over
     painted = FaceComp(PhotoConfig(blend=BlendConfig(color_match=False, keep_occluders=False)),
                        generator=Shift(0.35), detector=detector).process(img)
-    assert (np.abs(painted.image.astype(int) - img).max(axis=2)[on_faces] <= 1).mean() < 0.2
+    face = painted.changed_mask() >= 0.999  # the solid face masks, occluders or not
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    bare = cv2.erode((~covered).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    diff = np.abs(result.image.astype(int) - img).max(axis=2)
+    on_faces = inner & face
+    assert on_faces.sum() > 1500
+    assert (diff[on_faces] <= 1).mean() > 0.97  # the occluder is left as it was (+-1 level)
+    assert diff[face & bare].mean() > 20  # the rest of the face changed
+    painted_diff = np.abs(painted.image.astype(int) - img).max(axis=2)
+    assert (painted_diff[on_faces] <= 1).mean() < 0.2
 
 
 def test_clean_faces_are_left_to_the_generator(detector, occlusion):
