@@ -100,6 +100,58 @@ def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
     write_safetensors(path, tensors, meta, overwrite=overwrite)
 
 
+def save_module(path: str | Path, net: nn.Module, fmt: str, version: int, info_json: str, *,
+                dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
+    """Write a facecomp side model (age estimator, occlusion model): its weights (buffers
+    included) in ``dtype`` and its ``format``/``format_version``/``info`` metadata."""
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in net.state_dict().items()}
+    meta = {"format": fmt, "format_version": str(version), "info": info_json}
+    write_safetensors(path, tensors, meta, overwrite=overwrite)
+
+
+def load_module(path: Path, fmt: str, version: int, what: str, parse_info, build,
+                shipped: Path):
+    """A side model written by :func:`save_module`: (net in eval mode, float32, CPU, info).
+
+    ``parse_info(json) -> info`` and ``build(info) -> nn.Module`` come from its module; every
+    failure is a one-line ModelError naming ``what`` ("age estimator", ...): missing file,
+    another format or version, damaged metadata or file, weights of the wrong shapes, NaN."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such {what} file" + (
+            f"; the shipped {what} is missing from this installation, reinstall facecomp"
+            if path == shipped else ""))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != fmt:
+            raise ModelError(f"{path}: not a facecomp {what} (format {meta.get('format')!r}, "
+                             f"expected {fmt!r})")
+        if meta.get("format_version") != str(version):
+            raise ModelError(f"{path}: {what} format version {meta.get('format_version')}, "
+                             f"this facecomp reads {version}")
+        info = parse_info(meta["info"])
+        net = build(info)
+        tensors = load_file(str(path), device="cpu")
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, RecursionError, OverflowError) as e:
+        raise ModelError(f"{path}: damaged {what} metadata ({e})") from None
+    except Exception as e:  # safetensors' own errors for damaged files
+        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
+    expected = net.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != v.shape
+                                            for k, v in expected.items()):
+        raise ModelError(f"{path}: the weights do not fit {type(net).__name__} ({what})")
+    if not all(torch.isfinite(t.float()).all() for t in tensors.values()):
+        raise ModelError(f"{path}: the {what}'s weights hold NaN or infinite values")
+    net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return net.eval(), info
+
+
 def write_safetensors(path: str | Path, tensors: dict, meta: dict, *,
                       overwrite: bool = True) -> None:
     """Write a safetensors file atomically; any failure (a full disk included: safetensors

@@ -234,8 +234,7 @@ class MTCNNDetector:
         their crops with black outside the image as they always do.
         """
         from facenet_pytorch.models.utils.detect_face import (batched_nms_numpy, bbreg,
-                                                               imresample,
-                                                               pad, rerec)
+                                                               imresample, rerec)
         from torchvision.ops.boxes import batched_nms
 
         m = self._mtcnn

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError
 from .geometry import Template
 
 log = logging.getLogger(__name__)
@@ -104,12 +103,10 @@ class OcclusionInfo:
 def save_occlusion(path: str | Path, net: OcclusionNet, info: OcclusionInfo, *,
                    dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
     """Write the weights (buffers included) and ``info`` atomically."""
-    from .checkpoint import write_safetensors
+    from .checkpoint import save_module
 
-    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-               for k, v in net.state_dict().items()}
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
-    write_safetensors(path, tensors, meta, overwrite=overwrite)
+    save_module(path, net, FORMAT, FORMAT_VERSION, info.to_json(), dtype=dtype,
+                overwrite=overwrite)
 
 
 def ship_occlusion(src: str | Path, dst: str | Path) -> None:
@@ -126,41 +123,11 @@ def shipped_occlusion() -> Path:
 
 def load_occlusion(path: str | Path | None = None) -> tuple[OcclusionNet, OcclusionInfo]:
     """The network in ``path`` (default: the shipped one), float32, eval mode, on the CPU."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from .checkpoint import load_module
 
     path = Path(path) if path is not None else shipped_occlusion()
-    if not path.is_file():
-        raise ModelError(f"{path}: no such occlusion model file" + (
-            "; the shipped one is missing from this installation, reinstall facecomp"
-            if path == shipped_occlusion() else ""))
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ModelError(f"{path}: not a facecomp occlusion model (format "
-                             f"{meta.get('format')!r}, expected {FORMAT!r})")
-        if meta.get("format_version") != str(FORMAT_VERSION):
-            raise ModelError(f"{path}: occlusion model format version "
-                             f"{meta.get('format_version')}, this facecomp reads "
-                             f"{FORMAT_VERSION}")
-        info = OcclusionInfo.from_json(meta["info"])
-        net = OcclusionNet(info.width)
-        tensors = load_file(str(path), device="cpu")
-    except ModelError:
-        raise
-    except (KeyError, TypeError, ValueError, RecursionError, OverflowError) as e:
-        raise ModelError(f"{path}: damaged occlusion model metadata ({e})") from None
-    except Exception as e:  # safetensors' own errors for damaged files
-        raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
-    expected = net.state_dict()
-    if set(tensors) != set(expected) or any(tensors[k].shape != v.shape
-                                            for k, v in expected.items()):
-        raise ModelError(f"{path}: the weights do not fit OcclusionNet({info.width})")
-    if not all(torch.isfinite(t.float()).all() for t in tensors.values()):
-        raise ModelError(f"{path}: the occlusion model's weights hold NaN or infinite values")
-    net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-    return net.eval(), info
+    return load_module(path, FORMAT, FORMAT_VERSION, "occlusion model", OcclusionInfo.from_json,
+                       lambda info: OcclusionNet(info.width), shipped_occlusion())
 
 
 def to_input(crops: np.ndarray) -> torch.Tensor:
