@@ -385,13 +385,13 @@ class FaceComp:
         size = self.align.crop_size
         crops = np.concatenate([p.crops for p in pending if len(p.crops)])
         shown = match_colors(translated, crops, t, b)
-        if keep is not None:  # what the paste will keep of the original (occluders)
-            shown = np.clip(crops + keep[..., None] * (shown.astype(np.float32) - crops) + 0.5,
-                            0, 255).astype(np.uint8)
+        mask = face_mask(size, t, b.mask_scale, b.feather)
+        if keep is not None:  # the paste multiplies each face's mask by what it keeps
+            mask = mask * keep
         goals = [p.plans[i].target for p in pending for i in p.chosen]
         strengths, expected = choose_strengths(
-            crops, shown, goals, lambda c: self.estimator.predict(c, t),
-            face_mask(size, t, b.mask_scale, b.feather), self.config.age_max_strength)
+            crops, shown, goals, lambda c: self.estimator.predict(c, t), mask,
+            self.config.age_max_strength)
         k = 0
         for p in pending:
             for j, i in enumerate(p.chosen):

@@ -177,7 +177,8 @@ def choose_strengths(crops: np.ndarray, translated: np.ndarray, goals: list[floa
     every candidate is estimated, and the one nearest the goal wins (the weaker one on a tie).
     Nearest-in-a-fixed-set is monotone: a higher goal never picks a younger-reading result.
     crops, translated: (N, S, S, 3) uint8, the translation colour-matched as it will be pasted;
-    mask: (S, S) float weights. Returns the strengths and the ages the estimator expects.
+    mask: (S, S) float weights, or (N, S, S) with one per face. Returns the strengths and the
+    ages the estimator expects.
     """
     n = len(crops)
     if n == 0:
@@ -196,7 +197,7 @@ def choose_strengths(crops: np.ndarray, translated: np.ndarray, goals: list[floa
 def paste_strength(crops: np.ndarray, translated: np.ndarray, strength: float,
                    mask: np.ndarray | None = None) -> np.ndarray:
     """Crops with ``strength`` of the generator's change, as the paste-back applies it; with
-    ``mask`` ((S, S) weights) only where the face mask puts it."""
+    ``mask`` ((S, S) weights, or (N, S, S) per crop) only where the face mask puts it."""
     delta = translated.astype(np.float32) - crops.astype(np.float32)
     if mask is not None:
         delta *= mask.astype(np.float32)[..., None]
