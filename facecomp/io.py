@@ -331,22 +331,20 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
             log.warning("%s: the EXIF block is too large for JPEG and is dropped", path)
         elif fmt != "BMP":
             options["exif"] = like.exif
-    if fmt == "JPEG" and keep_jpeg_blocks and like is not None and like.format == "JPEG":
-        from . import jpeg
+    from . import jpeg
 
-        why = jpeg.keeps_blocks(like)
-        if why is None:
-            with atomic_path(path, overwrite) as tmp:
-                done, share = jpeg.write_like(tmp, rgb, like)
-                if done:
-                    log.debug("%s: %.1f %% of the blocks encoded again", path, 100 * share)
-                    return
-                Image.fromarray(pixels).save(tmp, format=fmt, **options)
-            return
+    keep_blocks = fmt == "JPEG" and keep_jpeg_blocks and like is not None \
+        and like.format == "JPEG"
+    why = jpeg.keeps_blocks(like) if keep_blocks else None
+    if keep_blocks and why is not None:
         log.info("%s: the whole picture is encoded again (%s)", path, why)
-    image = Image.fromarray(pixels)
     with atomic_path(path, overwrite) as tmp:
-        image.save(tmp, format=fmt, **options)
+        if keep_blocks and why is None:
+            done, share = jpeg.write_like(tmp, rgb, like)
+            if done:
+                log.debug("%s: %.1f %% of the blocks encoded again", path, 100 * share)
+                return
+        Image.fromarray(pixels).save(tmp, format=fmt, **options)
 
 
 def _check_pixels(rgb: np.ndarray, alpha: np.ndarray | None) -> None:

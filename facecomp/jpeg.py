@@ -59,6 +59,8 @@ def write_like(tmp: Path, rgb: np.ndarray, source) -> tuple[bool, float]:
     when the source file cannot be read the same way again (then the caller encodes afresh)."""
     import jpeglib
 
+    from .blend import is_grey
+
     if rgb.shape != source.rgb.shape:
         return False, 1.0
     changed = np.any(rgb != source.rgb, axis=2)
@@ -74,12 +76,13 @@ def write_like(tmp: Path, rgb: np.ndarray, source) -> tuple[bool, float]:
         return False, 1.0
     factors = np.asarray(orig.samp_factor).reshape(-1, 2)  # (h, v) per component
     comps = ["Y"] if grey else ["Y", "Cb", "Cr"]
+    share = 0.0  # of the luma blocks, encoded again
     if changed.any():
         fd, name = tempfile.mkstemp(suffix=".jpg", dir=tmp.parent, prefix=".facecomp-dct-")
         os.close(fd)
         try:
             if grey:
-                pixels = np.ascontiguousarray(rgb[..., :1]) if _equal_channels(rgb) else \
+                pixels = np.ascontiguousarray(rgb[..., :1]) if is_grey(rgb) else \
                     np.round(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
                 sp = jpeglib.from_spatial(pixels, jpeglib.JCS_GRAYSCALE)
             else:
@@ -99,15 +102,10 @@ def write_like(tmp: Path, rgb: np.ndarray, source) -> tuple[bool, float]:
                                       old_blocks.shape[:2])
             old_blocks[touched] = new_blocks[touched]
             setattr(orig, c, old_blocks)
-    share = (float(_blocks_touched(changed, 8, 8, orig.Y.shape[:2]).mean())
-             if changed.any() else 0.0)
+            if c == "Y":
+                share = float(touched.mean())
     orig.write_dct(str(tmp))
     return True, share
-
-
-def _equal_channels(rgb: np.ndarray) -> bool:
-    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1],
-                                                                            rgb[..., 2]))
 
 
 def _blocks_touched(changed: np.ndarray, bw: int, bh: int, grid: tuple[int, int]) -> np.ndarray:
