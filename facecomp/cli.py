@@ -52,6 +52,12 @@ class Blend(str, Enum):
     feather = "feather"
 
 
+class Rotations(str, Enum):
+    auto = "auto"
+    all = "all"
+    off = "off"
+
+
 # Shared option aliases (reused by later commands such as `video`).
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Model name (see `facecomp models`), .safetensors file or training run "
@@ -96,8 +102,8 @@ OccludersOpt = Annotated[bool, typer.Option(
     help="Keep what lies over a face (hands, microphones, cups, glasses frames, masks, hair "
          "strands) as it is, found by the shipped occlusion model; --paint-occluders changes "
          "the whole face ellipse.")]
-RotationsOpt = Annotated[str, typer.Option(
-    "--rotations", help="Find turned heads too: auto (a cheap coarse look at 90/180/270 "
+RotationsOpt = Annotated[Rotations, typer.Option(
+    "--rotations", case_sensitive=False, help="Find turned heads too: auto (a cheap coarse look at 90/180/270 "
                         "degrees, a full one where it finds more faces), all (full passes at "
                         "all four angles), off.")]
 MinScoreOpt = Annotated[float, typer.Option(
@@ -173,7 +179,7 @@ def photo(
     age: AgeOpt = None,
     match_photo: MatchPhotoOpt = True,
     keep_occluders: OccludersOpt = True,
-    rotations: RotationsOpt = "auto",
+    rotations: RotationsOpt = Rotations.auto,
     overwrite: OverwriteOpt = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave outputs that already exist as they are and count them as "
@@ -264,7 +270,7 @@ def video(
     age: AgeOpt = None,
     match_photo: MatchPhotoOpt = True,
     keep_occluders: OccludersOpt = True,
-    rotations: RotationsOpt = "off",
+    rotations: RotationsOpt = Rotations.off,
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Look for new faces with the full detector every K "
                                       "frames. Faces already found are followed from frame to "
@@ -366,10 +372,10 @@ class _Bar:
 
 def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
                   faces, min_score, detect_side, mask_scale, feather, strength, age=None, *,
-                  match_photo=True, keep_occluders=True, rotations="auto"):
+                  match_photo=True, keep_occluders=True, rotations=Rotations.auto):
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
-    from .detect import ROTATIONS, DetectConfig
+    from .detect import DetectConfig
     from .pipeline import FaceSelection, PhotoConfig
     from .target import AgeTarget
     from .translate import TranslateConfig
@@ -382,19 +388,12 @@ def _photo_config(model, direction, blend, color_match, device, precision, batch
         model=model, direction=direction.value, min_face=min_face, age=target,
         faces=FaceSelection.parse(faces),
         detect=DetectConfig(min_score=min_score, max_side=detect_side,
-                            rotations=_choice("--rotations", rotations, ROTATIONS)),
+                            rotations=rotations.value),
         blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
                           feather=feather, strength=strength, chroma_limit=10.0 if match_photo
                           else 0.0, keep_monochrome=match_photo, match_degradation=match_photo,
                           keep_occluders=keep_occluders),
         translate=TranslateConfig(device=device, batch_size=batch_size, precision=precision))
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
-    v = value.strip().lower()
-    if v not in allowed:
-        raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
-    return v
 
 
 @app.command(epilog=EXIT_CODES)
