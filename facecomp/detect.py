@@ -114,7 +114,8 @@ class MTCNNDetector:
         extra: list[tuple] = []
         if c.large_faces or c.rotations != "off":
             angles = (0,) if c.rotations == "off" else (0, 1, 2, 3)
-            coarse = {k: self._coarse_pass(small, k) for k in angles
+            copy = _coarse_copy(small)  # one downscaled copy serves every angle
+            coarse = {k: self._coarse_pass(small, copy, k) for k in angles
                       if k == 0 and c.large_faces or k != 0}
             full_turns = [1, 2, 3] if c.rotations == "all" else []
             if c.rotations == "auto":
@@ -155,21 +156,18 @@ class MTCNNDetector:
                 found[k] = a
         return [_unturn(f, turns, turned.shape) for f in found]
 
-    def _coarse_pass(self, img: np.ndarray, turns: int) -> list[tuple]:
-        """Large faces only: the pyramid on a copy whose shorter side is COARSE_SIDE, turned
+    def _coarse_pass(self, img: np.ndarray, small: np.ndarray, turns: int) -> list[tuple]:
+        """Large faces only: the pyramid on ``small`` (:func:`_coarse_copy` of ``img``), turned
         and padded by half its size, with a stricter first stage; each face is then measured
         again by O-Net on ``img`` itself (turned the same way), whose full-resolution landmarks
         it keeps."""
-        h, w = img.shape[:2]
-        s = min(1.0, COARSE_SIDE / min(h, w))
-        small = (cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
-                            interpolation=cv2.INTER_AREA) if s < 1.0 else img)
+        w = img.shape[1]
         turned = np.ascontiguousarray(np.rot90(small, turns)) if turns else small
         found = self._pyramid(turned, COARSE_MIN_FACE, pad=min(turned.shape[:2]) / 2,
                               first_threshold=COARSE_PNET_THRESHOLD)
         if not found:
             return []
-        sx = w / small.shape[1] if s < 1.0 else 1.0
+        sx = w / small.shape[1]
         big = np.ascontiguousarray(np.rot90(img, turns)) if turns else img
         found = [(b * sx + (sx - 1) / 2, p, q * sx + (sx - 1) / 2) for b, p, q in found]
         for _ in range(2):  # full-resolution O-Net must accept each face
@@ -379,6 +377,16 @@ class MTCNNDetector:
             return None
         face = Face(box=tuple(float(v) for v in box), score=float(prob), landmarks=pts)
         return face.from_resized(scale) if scale < 1.0 else face
+
+
+def _coarse_copy(img: np.ndarray) -> np.ndarray:
+    """``img`` area-downscaled so its shorter side is COARSE_SIDE (itself when smaller)."""
+    h, w = img.shape[:2]
+    s = min(1.0, COARSE_SIDE / min(h, w))
+    if s >= 1.0:
+        return img
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def _windows(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float,
