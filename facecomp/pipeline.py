@@ -230,7 +230,6 @@ class FaceComp:
         if not self.config.blend.keep_occluders:
             return None
         if self._occlusion is None:
-            from .errors import ModelError
             from .occlusion import Occlusion
 
             try:
