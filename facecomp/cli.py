@@ -24,9 +24,9 @@ configuration or model error; 130 interrupted."""
 _PHOTO_EXIT = """Exit codes: 0 all inputs done (a photo without faces counts as done); 1 some
 inputs failed (the others were still processed); 2 usage, configuration or model error; 130
 interrupted."""
-_VIDEO_EXIT = """Exit codes: 0 the video was written; 1 the input cannot be read or the output
-cannot be written (nothing is left at OUT); 2 usage, configuration or model error; 130
-interrupted."""
+_VIDEO_EXIT = """Exit codes: 0 the video (every video of a folder) was written; 1 an input cannot be
+read or an output cannot be written (nothing is left there; the other videos of a folder still
+run); 2 usage, configuration or model error; 130 interrupted."""
 _PREPARE_EXIT = """Exit codes: 0 the run completed, even if some files failed (they are counted);
 1 every file failed or no crop was written; 2 usage or configuration error; 130 interrupted
 (re-run to continue)."""
@@ -50,6 +50,15 @@ class Direction(str, Enum):
 class Blend(str, Enum):
     poisson = "poisson"
     feather = "feather"
+
+
+class Codec(str, Enum):  # facecomp.containers.CODECS
+    auto = "auto"
+    h264 = "h264"
+    h265 = "h265"
+    vp9 = "vp9"
+    av1 = "av1"
+    gif = "gif"
 
 
 class Rotations(str, Enum):
@@ -248,12 +257,17 @@ def photo(
 
 @app.command(epilog=_VIDEO_EXIT)
 def video(
-    src: Annotated[Path, typer.Argument(help="Input video (anything FFmpeg reads).",
-                                        show_default=False)],
+    src: Annotated[Path, typer.Argument(
+        help="Input video (anything FFmpeg reads: MP4, MOV, MKV, WebM, AVI, TS/M2TS, GIF, ...) "
+             "or a folder of videos (each is written to the -o folder, or beside itself).",
+        show_default=False)],
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Output video (MP4/MKV/MOV by extension), or a folder (a name "
-                               "ending in /); missing folders are created. Default: "
-                               "NAME.facecomp.mp4 beside the input.")] = None,
+        "--output", "-o", help="Output video, its container by extension: .mp4 .m4v .mov .mkv "
+                               "(H.264), .webm (VP9 and Opus), .avi (H.264 and MP3), .gif (a "
+                               "palette per frame, no sound); or a folder (a name ending in /); "
+                               "missing folders are created. Audio the container cannot hold "
+                               "is re-encoded. Default: NAME.facecomp.mp4 beside the input.")
+    ] = None,
     direction: DirectionOpt = Direction.A2B,
     model: ModelOpt = None,
     blend: BlendOpt = Blend.feather,
@@ -281,13 +295,25 @@ def video(
                                          "(seconds).")] = 0.0,
     end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")
                    ] = None,
-    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="H.264 quality (lower: "
-                                     "better, bigger).")] = 18,
-    preset: Annotated[str, typer.Option("--preset", help="x264 speed preset (ultrafast .. "
-                                        "veryslow).")] = "medium",
+    codec: Annotated[Codec, typer.Option(
+        "--codec", case_sensitive=False, help="Video codec; auto: the container's usual one. "
+        "MP4 holds h264/h265/av1, MOV h264/h265, MKV h264/h265/vp9/av1, WebM vp9/av1, AVI "
+        "h264, GIF gif.")] = Codec.auto,
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="Quality on x264's scale "
+                                     "(lower: better, bigger); mapped for VP9 and AV1.")] = 18,
+    preset: Annotated[str, typer.Option("--preset", help="Speed preset, x264's names "
+                                        "(ultrafast .. veryslow); mapped for VP9 and AV1.")
+                      ] = "medium",
+    steady: Annotated[float, typer.Option(
+        "--steady", min=0.0, max=10.0, metavar="SECONDS",
+        help="Time constant of each face's running average of the model's change, where the "
+             "face itself stays the same, so blotches do not come and go between frames; a "
+             "face that moves, speaks or blinks takes its new change at once. 0: each frame's "
+             "change as the model gives it.")] = 0.25,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Translate every face of a video, frame by frame, stable over time; audio is kept.
+    """Translate every face of a video (or of each video in a folder), frame by frame, stable
+    over time; audio is kept.
 
     Faces are tracked across frames and their landmarks smoothed, so pasted faces do not
     jitter. The output is written to a temporary file and renamed at the end.
@@ -303,43 +329,71 @@ def video(
                                feather, strength, age, match_photo=match_photo,
                                keep_occluders=keep_occluders, rotations=rotations)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
-                              preset=preset)
+                              preset=preset, steady=steady, codec=codec.value)
         from .errors import InputError, OutputError
-
-        if src.is_dir():
-            raise InputError(f"{src}: is a folder; facecomp video takes one video file (run it "
-                             "once per file)")
-        dst = Path(output) if output else default_output(src)
-        if len(dst.name.encode()) <= 255 and output and (output.endswith(("/", os.sep))
-                                                           or dst.is_dir()):
-            dst = dst / default_output(src).name
-        if len(dst.name.encode()) > 255:
-            raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 bytes "
-                              "a file name may have; choose a shorter -o")
-        if dst.exists() and not overwrite:
-            raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"{dst.parent}: cannot create the output folder "
-                              f"({e.strerror or e})") from None
         from .io import remove_orphaned_temporaries
 
-        remove_orphaned_temporaries(dst.parent)  # left by a run killed with SIGKILL
-        pipeline = FaceComp(config)
-        bar = _Bar("frames")
-        try:
-            report = translate_video(src, dst, pipeline, vconfig, overwrite=overwrite,
-                                     on_progress=bar.update)
-        finally:
-            bar.close()
-        t = report.timings
-        tracks = f"{report.tracks} track" + ("" if report.tracks == 1 else "s")
-        _info(f"{src} -> {dst}: {report.frames} frames, {report.face_frames} faces in "
-              f"{tracks}, {report.seconds:.1f} s ({report.fps:.1f} fps)")
-        logging.getLogger("facecomp").info(
-            "time per stage: %s", ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
-        return 0
+        if src.is_dir():  # each video of the folder, like a folder of photos
+            from .photo import VIDEO_EXTENSIONS
+
+            todo = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and (p.suffix.lower() in VIDEO_EXTENSIONS or
+                               p.suffix.lower() == ".gif")
+                          and ".facecomp." not in p.name)
+            if not todo:
+                raise InputError(f"{src}: no videos in this folder (looked for "
+                                 f"{', '.join(sorted(VIDEO_EXTENSIONS | {'.gif'}))})")
+            folder = Path(output) if output else None
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise OutputError(f"{folder}: exists and is not a folder; with a folder as "
+                                  "input, -o names the output folder")
+            plans = [(p, (folder / default_output(p).name) if folder else default_output(p))
+                     for p in todo]
+        else:
+            dst = Path(output) if output else default_output(src)
+            if len(dst.name.encode()) <= 255 and output and (output.endswith(("/", os.sep))
+                                                               or dst.is_dir()):
+                dst = dst / default_output(src).name
+            plans = [(src, dst)]
+        for _, dst in plans:
+            if len(dst.name.encode()) > 255:
+                raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 "
+                                  "bytes a file name may have; choose a shorter -o")
+        pipeline, failed = None, 0
+        for i, (one, dst) in enumerate(plans):
+            prefix = f"[{i + 1}/{len(plans)}] " if len(plans) > 1 else ""
+            try:
+                if dst.exists() and not overwrite:
+                    raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise OutputError(f"{dst.parent}: cannot create the output folder "
+                                      f"({e.strerror or e})") from None
+                remove_orphaned_temporaries(dst.parent)  # left by a run killed with SIGKILL
+                if pipeline is None:
+                    pipeline = FaceComp(config)
+                bar = _Bar("frames")
+                try:
+                    report = translate_video(one, dst, pipeline, vconfig, overwrite=overwrite,
+                                             on_progress=bar.update)
+                finally:
+                    bar.close()
+            except (InputError, OutputError) as e:
+                if len(plans) == 1:
+                    raise
+                failed += 1
+                typer.echo(f"{prefix}facecomp: error: {e}", err=True)
+                continue
+            tracks = f"{report.tracks} track" + ("" if report.tracks == 1 else "s")
+            _info(f"{prefix}{one} -> {dst}: {report.frames} frames, {report.face_frames} faces "
+                  f"in {tracks}, {report.seconds:.1f} s ({report.fps:.1f} fps)")
+            logging.getLogger("facecomp").info(
+                "time per stage: %s", ", ".join(f"{k} {v:.2f} s"
+                                                for k, v in report.timings.items()))
+        if len(plans) > 1:
+            _info(f"summary: {len(plans) - failed} written, {failed} failed")
+        return 1 if failed else 0
 
     raise typer.Exit(_guard(run))
 

@@ -29,9 +29,12 @@ import numpy as np
 
 from .align import align_faces
 from .blend import ColorTransform, color_mask, color_transform, paste_faces
+from .containers import CODECS, CONTAINERS, PRESETS, OutputPlan, plan_output
+from .encode import AudioOut, VideoOut, to_rgb
 from .errors import ConfigError, InputError, OutputError
 from .io import atomic_path
 from .pipeline import FaceComp
+from .steady import SteadyChange
 from .track import TrackConfig, Tracker, box_iou
 
 log = logging.getLogger(__name__)
@@ -39,10 +42,8 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
-#: Containers the H.264 writer produces correctly (others are refused before any decoding).
-OUTPUT_CONTAINERS = (".mp4", ".mkv", ".mov", ".m4v")
+#: Output containers by extension (facecomp.containers says what each holds).
+OUTPUT_CONTAINERS = tuple(CONTAINERS)
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,26 @@ class VideoConfig:
     faces of the last frame are followed by the detector's last stage alone (MTCNN's O-Net on
     the previous boxes: a few ms instead of the image pyramid), and a face lost that way sends
     the frame to the full detector at once;
-    start/end: trim (seconds); crf/preset: libx264 quality and speed; batch_frames: frames whose
+    start/end: trim (seconds, from the video's own start); crf/preset: quality and speed (x264's
+    scale and names; other encoders map them); codec: the video codec (auto: the container's
+    usual one, facecomp.containers); batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off);
-    age_smoothing: likewise for each track's estimated age, with a target age."""
+    age_smoothing: likewise for each track's estimated age, with a target age;
+    steady: time constant (seconds) of each track's running average of the generator's change,
+    where the input face stays the same (facecomp.steady; 0: each frame's change as it comes)."""
 
     detect_every: int = 5
     start: float = 0.0
     end: float | None = None
     crf: int = 18
     preset: str = "medium"
+    codec: str = "auto"
     batch_frames: int = 8
     queue_size: int = 16
     color_smoothing: float = 0.3
     age_smoothing: float = 2.0
+    steady: float = 0.25
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
@@ -75,14 +82,18 @@ class VideoConfig:
                               f"{self.start}, {self.end}")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"--crf must be within 0..51, got {self.crf}")
-        if self.preset not in X264_PRESETS:
-            raise ConfigError(f"--preset must be one of {', '.join(X264_PRESETS)}, got "
+        if self.preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got "
                               f"{self.preset!r}")
+        if self.codec not in CODECS:
+            raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.batch_frames < 1 or self.queue_size < 1:
             raise ConfigError("batch_frames and queue_size must be at least 1")
         if self.color_smoothing < 0 or self.age_smoothing < 0:
             raise ConfigError(f"colour and age smoothing must be >= 0 s, got "
                               f"{self.color_smoothing}, {self.age_smoothing}")
+        if not 0 <= self.steady <= 10:
+            raise ConfigError(f"steady must be within 0..10 s, got {self.steady}")
 
 
 class _TrackSmoother:
@@ -172,9 +183,10 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
         raise InputError(f"{src}: no such file")
     if dst.resolve() == src.resolve():
         raise OutputError(f"{dst}: the output would overwrite the input; choose another -o")
-    if dst.suffix.lower() not in OUTPUT_CONTAINERS:
-        raise ConfigError(f"{dst}: cannot write {dst.suffix or 'a file without extension'} "
-                          f"videos; use one of {', '.join(OUTPUT_CONTAINERS)}")
+    try:
+        plan = plan_output(dst.suffix, config.codec, config.crf, config.preset)
+    except ConfigError as e:
+        raise ConfigError(f"{dst}: {e}") from None
     try:
         inp = av.open(str(src))
     except Exception as e:  # FFmpeg's errors for non-videos vary: one line, whatever they are
@@ -189,13 +201,14 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
         audio = list(inp.streams.audio)
         report.audio_streams = len(audio)
         total = vs.frames or 0
+        _check_range(src, inp, vs, config)
         with atomic_path(dst, overwrite=overwrite) as tmp:
             try:
                 out = av.open(str(tmp), "w")
             except Exception as e:
                 raise OutputError(f"{dst}: cannot write a video here ({_short(e)})") from None
             with out:
-                _run(inp, vs, audio, out, pipeline, config, report, total, on_progress)
+                _run(inp, vs, audio, out, plan, pipeline, config, report, total, on_progress)
             if report.frames == 0:  # nothing to write: leave no empty file behind
                 raise InputError(f"{src}: no video frames " + (
                     f"from --start {config.start:g} s on (the video may be shorter)"
@@ -204,7 +217,8 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
     report.seconds = time.perf_counter() - t0
     if report.error:
         raise PartialVideo(report)
-    if total and config.start == 0 and config.end is None and report.frames < 0.98 * total:
+    if (total and config.start == 0 and config.end is None
+            and report.frames < min(0.98 * total, total - 2)):
         log.warning("%s: the input ended after %d of the %d frames its header announces (the "
                     "file may be cut short); the output has %d frames", src, report.frames,
                     total, report.frames)
@@ -220,25 +234,42 @@ class PartialVideo(InputError):
         self.report = report
 
 
-def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoReport,
-         total: int, on_progress) -> None:
+def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConfig,
+         report: VideoReport, total: int, on_progress) -> None:
     import av
 
     turn = _first_rotation(Path(inp.name))
     width, height = vs.codec_context.width, vs.codec_context.height
     if turn in (90, 270):
         width, height = height, width
-    ovs = out.add_stream("libx264", rate=vs.average_rate or vs.guessed_rate or Fraction(25))
-    ovs.width, ovs.height = width, height
-    ovs.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-    ovs.time_base = vs.time_base
-    ovs.codec_context.time_base = vs.time_base
-    ovs.options = {"crf": str(c.crf), "preset": c.preset}
-    oas = {s.index: out.add_stream_from_template(s) for s in audio}
+    ovs = VideoOut(out, plan, width, height, vs.average_rate or vs.guessed_rate or Fraction(25),
+                   vs.time_base, vs)
+    if ovs.ten_bit:
+        log.warning("%s: %s input is written 8-bit (%s); the faces are processed in 8 bits",
+                    report.src, vs.codec_context.format.name, ovs.pix_fmt)
+    oas: dict[int, AudioOut] = {}
+    for stream in audio:
+        kind = stream.codec_context.codec.canonical_name  # mp3, not the decoder mp3float
+        how = plan.audio(kind)
+        if how is None:
+            log.warning("%s: %s holds no sound; audio stream %d (%s) is left out", report.dst,
+                        plan.container.name, stream.index, kind)
+            continue
+        if how != "copy":
+            log.warning("%s: %s cannot hold %s audio; stream %d is re-encoded to %s",
+                        report.dst, plan.container.name, kind, stream.index, how)
+        oas[stream.index] = AudioOut(out, stream, how)
+    audio = [s for s in audio if s.index in oas]
 
-    start_pts = {s.index: int(c.start / s.time_base) if s.time_base else 0 for s in [vs] + audio}
-    if c.start > 0:
-        inp.seek(int(c.start * av.time_base), any_frame=False)
+    # times count from the video's own start (a TS stream may start at 1.4 s): one offset for
+    # every stream keeps them in sync
+    origin = _origin(inp, vs)
+    start_pts = {s.index: int(round((origin + c.start) / s.time_base)) if s.time_base else 0
+                 for s in [vs] + audio}
+    # MPEG-TS and GIF have no index: FFmpeg's seek there can land past every frame, so those
+    # (and short skips) are decoded from the start and the frames before --start dropped
+    if c.start > 2.0 and not any(n in inp.format.name for n in ("mpegts", "gif")):
+        inp.seek(int((origin + c.start) * av.time_base), any_frame=False)
 
     q_in: queue.Queue = queue.Queue(maxsize=c.queue_size)
     q_out: queue.Queue = queue.Queue(maxsize=c.queue_size)
@@ -258,7 +289,7 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
 
     def reader() -> None:
         try:
-            for item in _demux(inp, vs, audio, c, timings):
+            for item in _demux(inp, vs, audio, c, origin, timings):
                 if isinstance(item, str):  # the input broke off
                     report.error = item
                     break
@@ -277,21 +308,18 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
                     break
                 t = time.perf_counter()
                 if isinstance(item, _Frame):
-                    frame = av.VideoFrame.from_ndarray(item.rgb, format="rgb24")
-                    frame.pts = None if item.pts is None else item.pts - start_pts[vs.index]
-                    frame.time_base = vs.time_base
-                    for packet in ovs.encode(frame):
-                        out.mux(packet)
+                    ovs.write(item.rgb, None if item.pts is None
+                              else item.pts - start_pts[vs.index])
                 else:
                     packet = item
                     shift = start_pts[packet.stream.index]
                     packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
-                    packet.stream = oas[packet.stream.index]
-                    out.mux(packet)
+                    oas[packet.stream.index].write(packet)
                 timings["encode"] += time.perf_counter() - t
             if not stop.is_set():
-                for packet in ovs.encode(None):
-                    out.mux(packet)
+                ovs.flush()
+                for a in oas.values():
+                    a.flush()
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             stop.set()
@@ -303,6 +331,7 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
     tracker = Tracker(c.track)
     smoother = ColorSmoother(c.color_smoothing)
     age_smoother = AgeSmoother(c.age_smoothing)
+    steady = SteadyChange(c.steady)
     ids: set[int] = set()
     try:
         batch: list[tuple[_Frame, list, list[int]]] = []
@@ -328,14 +357,14 @@ def _run(inp, vs, audio, out, pipeline: FaceComp, c: VideoConfig, report: VideoR
             batch.append((item, [tr.face for tr in live], [tr.id for tr in live]))
             index += 1
             if len(batch) >= c.batch_frames:
-                _flush(batch, pipeline, smoother, age_smoother, timings, report, q_out, put,
-                       pending_audio)
-                smoother.keep_only({tr.id for tr in tracker.tracks})
-                age_smoother.keep_only({tr.id for tr in tracker.tracks})
+                _flush(batch, pipeline, smoother, age_smoother, steady, timings, report, q_out,
+                       put, pending_audio)
+                for s in (smoother, age_smoother, steady):
+                    s.keep_only({tr.id for tr in tracker.tracks})
                 batch, pending_audio = [], []
                 if on_progress is not None:
                     on_progress(report.frames, total)
-        _flush(batch, pipeline, smoother, age_smoother, timings, report, q_out, put,
+        _flush(batch, pipeline, smoother, age_smoother, steady, timings, report, q_out, put,
                pending_audio)
         if on_progress is not None:
             on_progress(report.frames, total)
@@ -377,10 +406,11 @@ def _faces_of_frame(pipeline: FaceComp, tracker: Tracker, rgb: np.ndarray, due: 
     return refined, False
 
 
-def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother, timings,
-           report: VideoReport, q_out, put, pending_audio) -> None:
-    """Align, translate (one generator call per direction for the whole batch), blend and send
-    on. With a target age, each track's smoothed estimated age sets its direction and strength."""
+def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother,
+           steady: SteadyChange, timings, report: VideoReport, q_out, put, pending_audio) -> None:
+    """Align, translate (one generator call per direction for the whole batch), steady each
+    track's change, blend and send on. With a target age, each track's smoothed estimated age
+    sets its direction and strength."""
     if not batch:
         for packet in pending_audio:
             put(q_out, packet)
@@ -405,6 +435,15 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
             t = time.perf_counter()
         translated = pipeline.translate(all_crops, directions)
     timings["translate"] += time.perf_counter() - t
+    if crops and steady.tau > 0:
+        t = time.perf_counter()
+        k = 0
+        for frame, _, track_ids in batch:
+            for tid in track_ids:
+                translated[k] = steady(tid, all_crops[k], translated[k], frame.time,
+                                       directions[k])
+                k += 1
+        timings["steady"] = timings.get("steady", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
     keep = pipeline.keep_weights(all_crops) if crops else None
     start = 0
@@ -434,8 +473,9 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
         put(q_out, packet)
 
 
-def _demux(inp, vs, audio, c: VideoConfig, timings) -> Iterator[Any]:
-    """Upright frames and audio packets within [start, end), in demux order; a str on damage."""
+def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings) -> Iterator[Any]:
+    """Upright frames and audio packets within [start, end) counted from ``origin`` (seconds),
+    in demux order; a str on damage."""
     import av
 
     t = time.perf_counter()
@@ -444,23 +484,46 @@ def _demux(inp, vs, audio, c: VideoConfig, timings) -> Iterator[Any]:
             if packet.stream.type == "audio":
                 if packet.dts is None or packet.pts is None:
                     continue
-                when = float(packet.pts * packet.stream.time_base)
+                when = float(packet.pts * packet.stream.time_base) - origin
                 if when >= c.start and (c.end is None or when < c.end):
                     yield packet
                 continue
             for frame in packet.decode():
-                when = float(frame.time) if frame.time is not None else 0.0
+                when = float(frame.time) - origin if frame.time is not None else 0.0
                 if when < c.start - 1e-6:
                     continue
                 if c.end is not None and when >= c.end:
                     return
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = to_rgb(frame)
                 turn = int(round(-(getattr(frame, "rotation", 0) or 0))) % 360
                 timings["decode"] += time.perf_counter() - t
                 yield _Frame(_rotate(rgb, turn), frame.pts, when)
                 t = time.perf_counter()
     except (av.error.InvalidDataError, av.error.EOFError) as e:
         yield f"the video data is damaged ({_short(e)})"
+
+
+def _origin(inp, vs) -> float:
+    """Where the video's time starts (seconds): the container's start time, else the video
+    stream's, else 0."""
+    if inp.start_time is not None:
+        return max(inp.start_time / 1_000_000, 0.0)
+    if vs.start_time is not None and vs.time_base:
+        return max(float(vs.start_time * vs.time_base), 0.0)
+    return 0.0
+
+
+def _check_range(src: Path, inp, vs, c: VideoConfig) -> None:
+    """--start at or past the end of a video whose length is known: a one-line usage error
+    before any decoding."""
+    length = None
+    if inp.duration:
+        length = inp.duration / 1_000_000
+    elif vs.duration and vs.time_base:
+        length = float(vs.duration * vs.time_base)
+    if length and c.start >= length:
+        raise ConfigError(f"{src}: --start {c.start:g} s is at or past the end of the video "
+                          f"({length:.2f} s long); nothing to translate")
 
 
 def _first_rotation(path: Path) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from facecomp.cli import app
@@ -179,15 +180,20 @@ def test_each_subcommand_lists_its_own_exit_codes():
     assert "without faces counts as done" in runner.invoke(app, ["photo", "--help"]).stdout
 
 
-def test_photo_points_videos_to_facecomp_video_and_video_refuses_a_folder(tmp_path):
+def test_photo_points_videos_to_facecomp_video_and_video_says_a_folder_has_none(tmp_path):
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 64)
     r = CliRunner().invoke(app, ["photo", str(clip)])
     assert r.exit_code == 1
     one_error_line(r, "facecomp video")
-    r = CliRunner().invoke(app, ["video", str(tmp_path)])
+    r = CliRunner().invoke(app, ["video", str(tmp_path)])  # its one video is not one
     assert r.exit_code == 1
-    one_error_line(r, "is a folder")
+    one_error_line(r, "clip.mp4", "not a video")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(app, ["video", str(empty)])
+    assert r.exit_code == 1
+    one_error_line(r, "no videos in this folder")
 
 
 def test_a_trailing_slash_makes_o_a_new_folder(tmp_path, invert_model):
@@ -239,3 +245,14 @@ def test_orphaned_temporaries_of_killed_runs_are_removed_and_live_ones_kept(tmp_
     live.write_bytes(b"still being written")
     assert remove_orphaned_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+def test_video_flag_defaults_are_the_librarys_own():
+    """The CLI stays light (it does not import facecomp.video to start), so its video defaults
+    are written out; this keeps them equal to VideoConfig's."""
+    from facecomp.video import VideoConfig
+
+    params = {p.name: p.default for p in typer.main.get_command(app).commands["video"].params}
+    c = VideoConfig()
+    for name in ("detect_every", "start", "end", "crf", "preset", "steady", "codec"):
+        assert getattr(params[name], "value", params[name]) == getattr(c, name), name
