@@ -104,6 +104,9 @@ class Settings:
     video_frames: int = 60
     video_faces: tuple[int, ...] = (1, 5)
     video_memory_frames: tuple[int, ...] = (60, 600)  # peak RSS of a short and a 10x longer clip
+    # shared clips (name, seconds from the start) whose flicker is measured with --steady off/on
+    flicker_clips: tuple[tuple[str, float], ...] = (
+        ("video_03_selfie_vertical_glasses.mp4", 3.0), ("video_01_street_walkers_1080p.mp4", 2.0))
     train_size: int = 128
     train_ngf: int = 64
     train_blocks: int = 9
@@ -119,7 +122,8 @@ QUICK = Settings(name="quick", repeats=2, warmup=1, min_sample_s=0.02, conv=(2, 
                  gen_size=64, gen_batches=(1, 8), ref_size=64, shared_photos=SHARED_PHOTOS[:1],
                  composite_photos=("group_14_poker_table.jpg",),
                  synth_size=(1600, 1200), synth_faces=8, video_size=(480, 272),
-                 video_frames=10, video_memory_frames=(5, 20), train_size=64, train_warmup=0, train_steps=2)
+                 video_frames=10, video_memory_frames=(5, 20),
+                 flicker_clips=(("video_03_selfie_vertical_glasses.mp4", 0.5),), train_size=64, train_warmup=0, train_steps=2)
 
 
 def progress(message: str) -> None:
@@ -778,6 +782,88 @@ def video_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str,
                                "face_frames": every.face_frames},
             "fps_over_detect_every_1": report.fps / max(every.fps, 1e-9)})
     out["memory"] = video_memory(s, work, heads)
+    out["flicker"] = flicker_of_shared_clips(s, work, fc)
+    return out
+
+
+def decoded(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as c:
+        frames = []
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if limit is not None and len(frames) >= limit:
+                break
+        return frames
+
+
+class GammaGenerator(nn.Module):
+    """A generator whose change is perfectly consistent: a gamma curve on each crop. Pasted
+    with every default, its flicker is the floor the paste itself sets."""
+
+    def __init__(self, gamma: float = 0.8) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.tensor(gamma))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * ((x + 1) / 2).clamp(0, 1) ** self.gamma - 1
+
+
+def flicker_of_shared_clips(s: Settings, work: Path, fc) -> dict[str, Any]:
+    """facecomp.flicker of the shipped model on the start of each shared clip, per frame
+    (--steady 0) and with the default steady change, beside references: two filters that treat
+    every frame alike (a gamma curve, an unsharp mask) applied to the frames, and a gamma curve
+    as the generator, pasted as the model is. The faces are those the detector finds on every
+    input frame."""
+    import cv2
+
+    from facecomp import FaceComp
+    from facecomp.flicker import detected_boxes, flicker
+    from facecomp.video import VideoConfig, translate_video
+
+    media = Path(s.media_dir)
+    missing = [name for name, _ in s.flicker_clips if not (media / name).is_file()]
+    out: dict[str, Any] = {"steady_default_s": VideoConfig().steady, "clips": []}
+    if missing:
+        out["note"] = f"skipped {', '.join(missing)}: not in {media}"
+    lut = (255 * (np.arange(256) / 255) ** 0.8 + 0.5).astype(np.uint8)
+
+    def sharpen(x: np.ndarray) -> np.ndarray:
+        return cv2.addWeighted(x, 2.0, cv2.GaussianBlur(x, (0, 0), 1.5), -1.0, 0)
+
+    for name, seconds in s.flicker_clips:
+        if name in missing:
+            continue
+        row: dict[str, Any] = {"name": name, "seconds": seconds, "flicker": {}, "fps": {},
+                               "steady_ms_per_face": None}
+        results = {}
+        gamma_fc = FaceComp(fc.config, generator=GammaGenerator(), info=fc.info,
+                            detector=fc.detector)
+        for label, tau, p in (("per_frame", 0.0, fc), ("steady", VideoConfig().steady, fc),
+                              ("gamma_generator (reference)", 0.0, gamma_fc)):
+            dst = work / f"flicker_{label.split()[0]}_{name}"
+            progress(f"video flicker: {name}, first {seconds} s, {label}, steady {tau}")
+            report = translate_video(media / name, dst, p, VideoConfig(end=seconds, steady=tau),
+                                     overwrite=True)
+            results[label] = decoded(dst)
+            row["fps"][label] = report.fps
+            if label == "steady" and report.face_frames:
+                row["steady_ms_per_face"] = 1000 * report.timings.get("steady", 0.0) / \
+                    report.face_frames
+        src = decoded(media / name, len(results["per_frame"]))
+        progress(f"video flicker: {name}, detecting faces on {len(src)} input frames")
+        boxes = list(detected_boxes(src, fc.detector))
+        results["gamma_0.8 (reference)"] = [lut[x] for x in src]
+        results["sharpen (reference)"] = [sharpen(x) for x in src]
+        for label, frames in results.items():
+            rep = flicker(src, frames, boxes)
+            row["flicker"][label] = rep.flicker
+            row.setdefault("change_levels", {})[label] = rep.change
+        row["frames"], row["face_boxes"] = len(src), sum(len(b) for b in boxes)
+        row["steady_over_per_frame"] = row["flicker"]["steady"] / \
+            max(row["flicker"]["per_frame"], 1e-9)
+        out["clips"].append(row)
     return out
 
 
@@ -1180,6 +1266,11 @@ def format_table(r: dict[str, Any]) -> str:
         runs = v["memory"]["runs"]
         lines.append("video peak RSS: " + ", ".join(
             f"{m['frames']} frames {m['peak_rss_mb']:.0f} MB" for m in runs))
+    for c in v.get("flicker", {}).get("clips", []):
+        lines.append(f"video flicker {c['name'][:24]} {c['seconds']} s: " + ", ".join(
+            f"{k} {x:.3f}" for k, x in c["flicker"].items()))
+    if "note" in v.get("flicker", {}):
+        lines.append(f"  note: {v['flicker']['note']}")
     t = r.get("training", {})
     if "facecomp" in t:
         lines.append(f"training {t['size']}px {t['device']}: facecomp "

@@ -105,6 +105,7 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     assert clip["frames"] == 3 and positive(clip["fps"])
     assert clip["slowest_stage"] in clip["timings"]
     assert clip["wall_over_slowest_stage"] >= 1.0
+    assert "no-media" in r["video"]["flicker"]["note"] and r["video"]["flicker"]["clips"] == []
 
     t = r["training"]
     for name in ("facecomp", "textbook"):
