@@ -336,13 +336,12 @@ def video(
         if src.is_dir():  # each video of the folder, like a folder of photos
             from .photo import VIDEO_EXTENSIONS
 
+            kinds = VIDEO_EXTENSIONS | {".gif"}  # a GIF is an animation here, not a photo
             todo = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")
-                          and (p.suffix.lower() in VIDEO_EXTENSIONS or
-                               p.suffix.lower() == ".gif")
-                          and ".facecomp." not in p.name)
+                          and p.suffix.lower() in kinds and ".facecomp." not in p.name)
             if not todo:
                 raise InputError(f"{src}: no videos in this folder (looked for "
-                                 f"{', '.join(sorted(VIDEO_EXTENSIONS | {'.gif'}))})")
+                                 f"{', '.join(sorted(kinds))})")
             folder = Path(output) if output else None
             if folder is not None and folder.exists() and not folder.is_dir():
                 raise OutputError(f"{folder}: exists and is not a folder; with a folder as "

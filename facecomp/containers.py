@@ -74,12 +74,7 @@ def plan_output(suffix: str, codec: str = "auto", crf: int = 18, preset: str = "
     if container is None:
         raise ConfigError(f"cannot write {suffix or 'a file without extension'} videos; use one "
                           f"of {', '.join(CONTAINERS)}")
-    if codec not in CODECS:
-        raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {codec!r}")
-    if not 0 <= crf <= 51:
-        raise ConfigError(f"--crf must be within 0..51, got {crf}")
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    check_encoding(codec, crf, preset)
     name = next(iter(container.video)) if codec == "auto" else codec
     if name not in container.video:
         raise ConfigError(f"{container.name} ({suffix}) cannot hold {name} video; use --codec "
@@ -90,6 +85,16 @@ def plan_output(suffix: str, codec: str = "auto", crf: int = 18, preset: str = "
         raise ConfigError(f"this FFmpeg build has no {encoder} encoder for {name}; use another "
                           f"--codec")
     return OutputPlan(container, name, encoder, _options(encoder, crf, preset))
+
+
+def check_encoding(codec: str, crf: int, preset: str) -> None:
+    """A one-line ConfigError for a codec, quality or speed preset that is not one of ours."""
+    if codec not in CODECS:
+        raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {codec!r}")
+    if not 0 <= crf <= 51:
+        raise ConfigError(f"--crf must be within 0..51, got {crf}")
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
 def _options(encoder: str, crf: int, preset: str) -> dict[str, str]:

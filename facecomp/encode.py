@@ -70,8 +70,8 @@ class VideoOut:
                     except (ValueError, TypeError, AttributeError):  # not settable here: untagged
                         pass
         self._graph = self._palette_graph(av, width, height) if plan.codec == "gif" else None
-        self.ten_bit = "10" in (src.format.name if src.format else "") or \
-            "12" in (src.format.name if src.format else "")
+        pix = src.format.name if src.format else ""
+        self.ten_bit = "10" in pix or "12" in pix
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         import av

@@ -29,7 +29,7 @@ import numpy as np
 
 from .align import align_faces
 from .blend import ColorTransform, color_mask, color_transform, paste_faces
-from .containers import CODECS, CONTAINERS, PRESETS, OutputPlan, plan_output
+from .containers import OutputPlan, check_encoding, plan_output
 from .encode import AudioOut, VideoOut, to_rgb
 from .errors import ConfigError, InputError, OutputError
 from .io import atomic_path
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-#: Output containers by extension (facecomp.containers says what each holds).
-OUTPUT_CONTAINERS = tuple(CONTAINERS)
 
 
 @dataclass(frozen=True)
@@ -80,13 +78,7 @@ class VideoConfig:
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise ConfigError(f"--start/--end must satisfy 0 <= start < end, got "
                               f"{self.start}, {self.end}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"--crf must be within 0..51, got {self.crf}")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got "
-                              f"{self.preset!r}")
-        if self.codec not in CODECS:
-            raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        check_encoding(self.codec, self.crf, self.preset)
         if self.batch_frames < 1 or self.queue_size < 1:
             raise ConfigError("batch_frames and queue_size must be at least 1")
         if self.color_smoothing < 0 or self.age_smoothing < 0:
@@ -359,8 +351,9 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
             if len(batch) >= c.batch_frames:
                 _flush(batch, pipeline, smoother, age_smoother, steady, timings, report, q_out,
                        put, pending_audio)
+                live_ids = {tr.id for tr in tracker.tracks}
                 for s in (smoother, age_smoother, steady):
-                    s.keep_only({tr.id for tr in tracker.tracks})
+                    s.keep_only(live_ids)
                 batch, pending_audio = [], []
                 if on_progress is not None:
                     on_progress(report.frames, total)
