@@ -71,6 +71,7 @@ ROTATIONS = ("auto", "all", "off")
 COARSE_SIDE = 256  # the coarse pass's copy: shorter side, px
 COARSE_MIN_FACE = 36  # ... and the smallest face it looks for there (1/7 of that side)
 COARSE_PNET_THRESHOLD = 0.8  # its first stage's threshold: fewer candidates than 0.6
+NEAR_REACH = 1.0  # detect_near's window: box sides beyond a lost face's box on each side
 
 
 class Detector(Protocol):
@@ -315,6 +316,45 @@ class MTCNNDetector:
         # hysteresis: a face once found at min_score is kept while O-Net accepts it at all
         return [None if r is None or r[1] is None
                 else self._face(*r, scale, min_score=self.config.thresholds[2]) for r in found]
+
+    def detect_near(self, image: np.ndarray, faces: list[Face], reach: float = NEAR_REACH
+                    ) -> list[Face]:
+        """The full detector's three stages on a window around each of ``faces`` only.
+
+        For a face that :meth:`refine` lost in a video (it moved too far, turned, blurred): the
+        window spans ``reach`` box sides beyond the box on every side, and the pyramid there
+        starts at half the face's size (a face does not shrink by half between frames), so one
+        window costs a few per cent of a 1080p full pass. Faces found are in ``image``'s frame,
+        at the config's ``min_score``; the same face found from two windows comes back once.
+        Faces cut by the image border are measured as :meth:`detect` measures them.
+        """
+        if not faces:
+            return []
+        small, scale = self._downscaled(image)
+        h, w = small.shape[:2]
+        found: list[tuple] = []
+        for f in faces:
+            x1, y1, x2, y2 = (np.asarray(f.box, np.float64) + 0.5) * scale - 0.5
+            side = max(x2 - x1, y2 - y1, 1.0)
+            cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, side * (0.5 + reach)
+            wx0, wy0 = max(0, int(cx - half)), max(0, int(cy - half))
+            wx1, wy1 = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+            if min(wx1 - wx0, wy1 - wy0) < 12:
+                continue
+            window = np.ascontiguousarray(small[wy0:wy1, wx0:wx1])
+            at_border = wx0 == 0 or wy0 == 0 or wx1 == w or wy1 == h
+            least = max(self.config.min_face_size, int(side / 2))
+            least = min(least, max(self.config.min_face_size, min(window.shape[:2]) - 1))
+            there = self._pyramid(window, least, pad=side / 2 if at_border else 0.0)
+            shift = np.array([wx0, wy0], np.float64)
+            there = [(b + np.tile(shift, 2), p, q + shift) for b, p, q in there]
+            cut = [k for k, (b, _, _) in enumerate(there) if _is_cut(small.shape, b)]
+            if cut:  # measured on the whole image's black-padded crops, as detect() does
+                for k, a in zip(cut, self._remeasure(small, [there[k] for k in cut])):
+                    there[k] = a
+            found = _merge(found, there)
+        out = [g for g in (self._face(b, p, q, scale) for b, p, q in found) if g is not None]
+        return order_faces(out)
 
     @torch.inference_mode()
     def _onet(self, small: np.ndarray, boxes: list[np.ndarray]) -> list[tuple | None]:

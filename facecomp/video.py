@@ -382,21 +382,32 @@ def _faces_of_frame(pipeline: FaceComp, tracker: Tracker, rgb: np.ndarray, due: 
 
     The faces seen in the last frame are followed by ``pipeline.refine``. The full detector runs
     when ``due`` (it finds new faces; the followed ones keep their refined measurement, so a
-    face is measured the same way from frame to frame) or at once when a face was lost (then
-    its results are taken whole). A detector that cannot refine runs when due; in between the
-    tracks are held.
+    face is measured the same way from frame to frame). A face that refinement lost, or that
+    the tracker holds through a miss, is looked for by the full detector in a window around
+    its last box (``pipeline.detect_near``: a few per cent of a full pass at 1080p), or, with a
+    detector that cannot, by a full detection at once. A detector that cannot refine runs when
+    due; in between the tracks are held.
     """
     seen = [tr.face for tr in tracker.tracks if tr.missed == 0]
     refined = pipeline.refine(rgb, seen) if seen else []
     if refined is None:
         return (pipeline.detect(rgb), True) if due else None
-    if len(refined) < len(seen):
-        return pipeline.detect(rgb), True
     if due:
-        new = [f for f in pipeline.detect(rgb)
-               if all(box_iou(f.box, g.box) < 0.3 for g in refined)]
-        return refined + new, True
+        return refined + _new(pipeline.detect(rgb), refined), True
+    lost = [tr.face for tr in tracker.tracks if _new([tr.face], refined)]
+    if not lost:
+        return refined, False
+    near = pipeline.detect_near(rgb, lost)
+    if near is not None:
+        return refined + _new(near, refined), False
+    if len(refined) < len(seen):  # lost in this frame
+        return pipeline.detect(rgb), True
     return refined, False
+
+
+def _new(faces: list, known: list) -> list:
+    """The faces of ``faces`` that overlap none of ``known`` (IoU < 0.3)."""
+    return [f for f in faces if all(box_iou(f.box, g.box) < 0.3 for g in known)]
 
 
 def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother,

@@ -178,6 +178,43 @@ def test_refine_drops_faces_that_left(detector, group_image):
     assert detector.refine(group_image, [out]) == [None]
 
 
+@pytest.mark.parametrize("max_side", [2000, 720])
+def test_detect_near_finds_a_face_that_jumped_where_refine_loses_it(group_image, max_side):
+    """Faces that moved 45 % of their size between frames: O-Net on the old boxes loses most,
+    the full detector's stages in a window around each old box find them where a full
+    detection of the new frame does; windows with no face there find nothing; a face cut by the border is
+    found from a window that reaches past it."""
+    det = MTCNNDetector(DetectConfig(max_side=max_side))
+    image = cv2.copyMakeBorder(group_image, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=(128,) * 3)
+    before = det.detect(image)
+    size = np.median([f.size for f in before])
+    dx, dy = 0.4 * size, -0.2 * size
+    moved = _shifted(image, dx, dy)
+    full = det.detect(moved)
+    near = det.detect_near(moved, before)
+    assert len(near) == len(full) == len(before) == 6
+    for b, n in zip(full, near):  # where the full detector puts them, to within its own noise
+        assert np.abs(n.landmarks - b.landmarks).max() < max(2.5, 0.05 * b.size)
+    for a, n in zip(before, near):
+        assert np.abs(n.landmarks - a.landmarks - [dx, dy]).max() < 0.05 * a.size
+    assert sum(f is None for f in det.refine(moved, before, passes=2)) >= 3  # what it buys
+    blank = np.full_like(image, 127)
+    assert det.detect_near(blank, before) == []
+    assert det.detect_near(moved, []) == []
+    # the leftmost face pushed 30 % out of the image: found, cut, from its old box
+    left = min(before, key=lambda f: f.box[0])
+    cut = int(left.box[0] + 0.3 * (left.box[2] - left.box[0]))
+    part = np.ascontiguousarray(image[:, cut:])
+    off = np.array([cut, 0])
+    from facecomp.face import Face
+
+    old = Face(tuple(np.asarray(left.box) - np.tile(off, 2)), left.score, left.landmarks - off)
+    found = det.detect_near(part, [old])
+    assert len(found) == 1, [g.box for g in found]
+    x1, _, x2, _ = found[0].box
+    assert x1 < 0 and abs(x2 - old.box[2]) < 0.3 * left.size, found[0].box  # cut, same face
+
+
 def test_faces_cut_by_the_border_keep_their_landmarks(detector, group_image):
     """A face cut by the image border is measured on a black-padded square crop (the original
     MTCNN's way): its landmarks stay where they were in the uncut photo. facenet-pytorch's

@@ -306,7 +306,7 @@ class Recording:
     marker: each test frame k has its top-left pixel set to k)."""
 
     def __init__(self, detector) -> None:
-        self.detector, self.full = detector, []
+        self.detector, self.full, self.near = detector, [], []
 
     def detect(self, image):
         self.full.append(int(image[0, 0, 0]))
@@ -314,6 +314,16 @@ class Recording:
 
     def refine(self, image, faces, passes=1):
         return self.detector.refine(image, faces, passes)
+
+    def detect_near(self, image, faces):
+        self.near.append(int(image[0, 0, 0]))
+        return self.detector.detect_near(image, faces)
+
+
+class RecordingNoWindow(Recording):
+    """As Recording, for a detector that can refine but cannot look in a window."""
+
+    detect_near = None
 
 
 def _marked(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -336,16 +346,18 @@ def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
         f[175:234, 262:314] = small  # a second face comes in at frame 8
     cases = {"followed": moving, "leaves at frame 7": moving[:7] + [blank] * 13,
              "another comes at frame 8": joined}
-    runs = {}
+    cases["leaves at frame 7, no window search"] = cases["leaves at frame 7"]
+    runs, windows = {}, {}
     for name, frames in cases.items():
         clip = tmp_path / "c.mp4"
         make_clip(clip, _marked(frames), audio=False)
-        rec = Recording(detector)
+        rec = (RecordingNoWindow if "no window" in name else Recording)(detector)
         fc = FaceComp(PhotoConfig(), generator=Invert(), info=make_info("test_invert"),
                       detector=rec)
         report = translate_video(clip, tmp_path / "o.mp4", fc,
                                  VideoConfig(preset="ultrafast", detect_every=5), overwrite=True)
         runs[name] = ([round(v / 5) for v in rec.full], report.face_frames, report.tracks)
+        windows[name] = [round(v / 5) for v in rec.near]
         if name == "followed":  # the pasted face moves with the face (3 px/frame), every frame
             xs = [np.nonzero(np.abs(o.astype(int) - i.astype(int)).max(axis=2) > 60)[1].mean()
                   for o, i in zip(frames_of(tmp_path / "o.mp4"), frames_of(clip))]
@@ -353,12 +365,21 @@ def test_faces_are_followed_between_full_detections_and_a_lost_one_triggers_one(
             assert steps.min() > 1.0 and steps.max() < 5.0, np.round(steps, 1)
     # followed by refine: full detections only every 5 frames, the face in every frame
     assert runs["followed"] == ([0, 5, 10, 15], 20, 1), runs
-    # lost at frame 7: the full detector looks at frame 7 at once, then every 5 frames
+    assert windows["followed"] == [], windows
+    # lost at frame 7: looked for in a window around its last box at once and while the
+    # tracker holds it; the full detector keeps to every 5 frames
     full, face_frames, _ = runs["leaves at frame 7"]
+    assert full == [0, 5, 10, 15], runs
+    held = TrackConfig().max_missed
+    assert windows["leaves at frame 7"] == list(range(7, 7 + held + 1)), windows
+    assert 7 <= face_frames <= 7 + held, runs
+    # a detector that cannot search a window: the full detector looks at frame 7 at once
+    full, face_frames, _ = runs["leaves at frame 7, no window search"]
     assert full == [0, 5, 7, 12, 17], runs
-    assert 7 <= face_frames <= 7 + TrackConfig().max_missed, runs
+    assert 7 <= face_frames <= 7 + held, runs
     # a new face is found by the next full detection (frame 10) and joins the followed one
     assert runs["another comes at frame 8"] == ([0, 5, 10, 15], 20 + 10, 2), runs
+    assert windows["another comes at frame 8"] == [], windows
 
 
 class NoisyAge:
