@@ -812,7 +812,8 @@ class GammaGenerator(nn.Module):
 
 def flicker_of_shared_clips(s: Settings, work: Path, fc) -> dict[str, Any]:
     """facecomp.flicker of the shipped model on the start of each shared clip, per frame
-    (--steady 0) and with the default steady change, beside references: two filters that treat
+    (--steady 0), with the default steady change (which runs the model on about every other
+    frame, --generate-every) and with the model on every frame, beside references: two filters that treat
     every frame alike (a gamma curve, an unsharp mask) applied to the frames, and a gamma curve
     as the generator, pasted as the model is. The faces are those the detector finds on every
     input frame."""
@@ -840,14 +841,21 @@ def flicker_of_shared_clips(s: Settings, work: Path, fc) -> dict[str, Any]:
         results = {}
         gamma_fc = FaceComp(fc.config, generator=GammaGenerator(), info=fc.info,
                             detector=fc.detector)
-        for label, tau, p in (("per_frame", 0.0, fc), ("steady", VideoConfig().steady, fc),
-                              ("gamma_generator (reference)", 0.0, gamma_fc)):
+        steady, every = VideoConfig().steady, VideoConfig().generate_every
+        for label, tau, k, p in (("per_frame", 0.0, 1, fc), ("steady", steady, every, fc),
+                                 ("steady_model_every_frame", steady, 1, fc),
+                                 ("gamma_generator (reference)", 0.0, 1, gamma_fc)):
             dst = work / f"flicker_{label.split()[0]}_{name}"
-            progress(f"video flicker: {name}, first {seconds} s, {label}, steady {tau}")
-            report = translate_video(media / name, dst, p, VideoConfig(end=seconds, steady=tau),
+            progress(f"video flicker: {name}, first {seconds} s, {label}, steady {tau}, "
+                     f"generate every {k}")
+            report = translate_video(media / name, dst, p,
+                                     VideoConfig(end=seconds, steady=tau, generate_every=k),
                                      overwrite=True)
             results[label] = decoded(dst)
             row["fps"][label] = report.fps
+            row.setdefault("timings", {})[label] = report.timings
+            row.setdefault("model_runs_over_face_frames", {})[label] = \
+                report.generated / max(report.face_frames, 1)
             if label == "steady" and report.face_frames:
                 row["steady_ms_per_face"] = 1000 * report.timings.get("steady", 0.0) / \
                     report.face_frames

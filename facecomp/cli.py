@@ -288,9 +288,9 @@ def video(
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Look for new faces with the full detector every K "
                                       "frames. Faces already found are followed from frame to "
-                                      "frame by its fast last stage; a face lost that way "
-                                      "triggers a full detection at once. 1: the full detector "
-                                      "on every frame (slowest).")] = 5,
+                                      "frame by its fast last stage; a face lost that way is "
+                                      "looked for at once around where it was. 1: the full "
+                                      "detector on every frame (slowest).")] = 5,
     start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
                                          "(seconds).")] = 0.0,
     end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")
@@ -310,6 +310,12 @@ def video(
              "face itself stays the same, so blotches do not come and go between frames; a "
              "face that moves, speaks or blinks takes its new change at once. 0: each frame's "
              "change as the model gives it.")] = 0.25,
+    generate_every: Annotated[int, typer.Option(
+        "--generate-every", min=1, max=30, metavar="K",
+        help="With --steady, run the model on each face at least every K frames; in between, "
+             "a frame where the face stayed the same takes its last change, moved with the "
+             "face (up to K times less model time). A face that moves, speaks or blinks runs "
+             "the model at once. 1: the model on every frame.")] = 2,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Translate every face of a video (or of each video in a folder), frame by frame, stable
@@ -329,7 +335,8 @@ def video(
                                feather, strength, age, match_photo=match_photo,
                                keep_occluders=keep_occluders, rotations=rotations)
         vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
-                              preset=preset, steady=steady, codec=codec.value)
+                              preset=preset, steady=steady, codec=codec.value,
+                              generate_every=generate_every)
         from .errors import InputError, OutputError
         from .io import remove_orphaned_temporaries
 

@@ -48,8 +48,8 @@ _END = object()
 class VideoConfig:
     """detect_every: run the full detector at least every K frames, to find new faces; the
     faces of the last frame are followed by the detector's last stage alone (MTCNN's O-Net on
-    the previous boxes: a few ms instead of the image pyramid), and a face lost that way sends
-    the frame to the full detector at once;
+    the previous boxes: a few ms instead of the image pyramid), and a face lost that way is
+    looked for at once by the full detector in a window around its last box;
     start/end: trim (seconds, from the video's own start); crf/preset: quality and speed (x264's
     scale and names; other encoders map them); codec: the video codec (auto: the container's
     usual one, facecomp.containers); batch_frames: frames whose
@@ -57,7 +57,10 @@ class VideoConfig:
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off);
     age_smoothing: likewise for each track's estimated age, with a target age;
     steady: time constant (seconds) of each track's running average of the generator's change,
-    where the input face stays the same (facecomp.steady; 0: each frame's change as it comes)."""
+    where the input face stays the same (facecomp.steady; 0: each frame's change as it comes);
+    generate_every: with steady on, the generator runs on each face at least every K frames;
+    in between, a frame whose face stayed the same reuses the last change, carried along the
+    face's motion (1: the generator on every frame)."""
 
     detect_every: int = 5
     start: float = 0.0
@@ -70,6 +73,7 @@ class VideoConfig:
     color_smoothing: float = 0.3
     age_smoothing: float = 2.0
     steady: float = 0.25
+    generate_every: int = 2
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
@@ -86,6 +90,9 @@ class VideoConfig:
                               f"{self.color_smoothing}, {self.age_smoothing}")
         if not 0 <= self.steady <= 10:
             raise ConfigError(f"steady must be within 0..10 s, got {self.steady}")
+        if not 1 <= self.generate_every <= 30:
+            raise ConfigError(f"--generate-every must be within 1..30 frames, got "
+                              f"{self.generate_every}")
 
 
 class _TrackSmoother:
@@ -145,6 +152,7 @@ class VideoReport:
     dst: Path
     frames: int = 0
     face_frames: int = 0  # faces translated, summed over frames
+    generated: int = 0  # of those, the ones the generator ran on (the rest reused a change)
     tracks: int = 0
     audio_streams: int = 0
     seconds: float = 0.0
@@ -323,7 +331,9 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
     tracker = Tracker(c.track)
     smoother = ColorSmoother(c.color_smoothing)
     age_smoother = AgeSmoother(c.age_smoothing)
-    steady = SteadyChange(c.steady)
+    steady = SteadyChange(c.steady, every=c.generate_every,
+                          region=color_mask(pipeline.align.crop_size, pipeline.align.template,
+                                            pipeline.config.blend))
     ids: set[int] = set()
     try:
         batch: list[tuple[_Frame, list, list[int]]] = []
@@ -423,31 +433,20 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
     aligned = [align_faces(frame.rgb, faces, pipeline.align) for frame, faces, _ in batch]
     timings["align"] += time.perf_counter() - t
     crops = [a[0] for a in aligned if len(a[0])]
-    t = time.perf_counter()
     translated, strengths = None, None
     if crops:
         all_crops = np.concatenate(crops)
+        seen = [(tid, frame.time) for frame, _, ids_ in batch for tid in ids_]
         directions = [pipeline.config.direction] * len(all_crops)
         if pipeline.config.age is not None:
+            t = time.perf_counter()
             estimated = pipeline.estimator.predict(all_crops, pipeline.align.template)
-            seen = [(tid, frame.time) for frame, _, ids_ in batch for tid in ids_]
             smoothed = [ages(tid, float(a), when) for (tid, when), a in zip(seen, estimated)]
             plans = pipeline.plan(smoothed)
             directions = [p.direction or pipeline.config.direction for p in plans]
             strengths = [p.strength if p.direction else 0.0 for p in plans]
             timings["age"] = timings.get("age", 0.0) + time.perf_counter() - t
-            t = time.perf_counter()
-        translated = pipeline.translate(all_crops, directions)
-    timings["translate"] += time.perf_counter() - t
-    if crops and steady.tau > 0:
-        t = time.perf_counter()
-        k = 0
-        for frame, _, track_ids in batch:
-            for tid in track_ids:
-                translated[k] = steady(tid, all_crops[k], translated[k], frame.time,
-                                       directions[k])
-                k += 1
-        timings["steady"] = timings.get("steady", 0.0) + time.perf_counter() - t
+        translated = _translate(pipeline, steady, all_crops, seen, directions, timings, report)
     t = time.perf_counter()
     keep = pipeline.keep_weights(all_crops) if crops else None
     start = 0
@@ -475,6 +474,29 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
         t = time.perf_counter()
     for packet in pending_audio:
         put(q_out, packet)
+
+
+def _translate(pipeline: FaceComp, steady: SteadyChange, crops: np.ndarray,
+               seen: list[tuple[int, float]], directions: list[str], timings,
+               report: VideoReport) -> np.ndarray:
+    """The batch's crops translated and steadied along their tracks (``seen``: track id and
+    time of each crop). The generator runs on the crops the steady change asks for."""
+    t = time.perf_counter()
+    steps = [steady.plan(tid, crops[k], when, directions[k]) for k, (tid, when) in enumerate(seen)]
+    run = [k for k, step in enumerate(steps) if step.generate]
+    t1 = time.perf_counter()
+    out = np.empty_like(crops)
+    if run:
+        out[run] = pipeline.translate(crops[run], [directions[k] for k in run])
+    t2 = time.perf_counter()
+    wanted = set(run)
+    for k, step in enumerate(steps):
+        out[k] = steady.apply(step, out[k] if k in wanted else None)
+    timings["translate"] += t2 - t1
+    if steady.tau > 0:
+        timings["steady"] = timings.get("steady", 0.0) + (t1 - t) + (time.perf_counter() - t2)
+    report.generated += len(run)
+    return out
 
 
 def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings) -> Iterator[Any]:

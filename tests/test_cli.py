@@ -254,5 +254,6 @@ def test_video_flag_defaults_are_the_librarys_own():
 
     params = {p.name: p.default for p in typer.main.get_command(app).commands["video"].params}
     c = VideoConfig()
-    for name in ("detect_every", "start", "end", "crf", "preset", "steady", "codec"):
+    for name in ("detect_every", "start", "end", "crf", "preset", "steady", "codec",
+                 "generate_every"):
         assert getattr(params[name], "value", params[name]) == getattr(c, name), name

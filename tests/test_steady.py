@@ -138,3 +138,35 @@ def test_the_measure_tells_blotches_that_come_and_go_from_a_steady_change():
     assert steady.flicker < 0.05, steady
     assert blotchy.flicker > 0.3, blotchy
     assert steady.change == pytest.approx(blotchy.change, rel=0.3)
+
+
+def test_a_face_that_stays_the_same_reuses_its_change_every_other_frame(crop):
+    """With ``every=2`` the generator runs on every other frame of a face that only moves;
+    the frames between take the last change moved with the face, fine band included, close to
+    what the generator would give; a face that changed runs the generator at once."""
+    base = cv2.resize(load_rgb(SAMPLES / "portrait.jpg")[40:300, 110:340], (S + 40, S + 40),
+                      interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(2)
+    grain = rng.normal(0, 6, (S + 40, S + 40, 3)).astype(np.float32)  # face-fixed fine change
+    reuse, every1 = SteadyChange(0.25, every=2), SteadyChange(0.25)
+    plans, errors = [], []
+    for k in range(12):
+        view = base[20:20 + S, 2 * k:2 * k + S]
+        out = translated_of(view, grain[20:20 + S, 2 * k:2 * k + S])
+        step = reuse.plan(1, view, k / 30)
+        plans.append(step.generate)
+        got = reuse.apply(step, out if step.generate else None)
+        want = every1(1, view, out, k / 30)
+        errors.append(np.abs(got.astype(np.float32) - want)[10:-10, 10:-10].mean())
+        if not step.generate:
+            with pytest.raises(ValueError):
+                SteadyChange(0.25, every=2).apply(step, None)  # no change to carry there
+    assert plans == [True, False] * 6, plans
+    assert max(errors) < 3.0, np.round(errors, 2)  # grain is 6 levels: it moved with the face
+    # the input changes over a patch (a hand, a mouth): the generator runs at once
+    view = base[20:20 + S, 24:24 + S].copy()
+    view[30:70, 30:90] = 255 - view[30:70, 30:90]
+    assert reuse.plan(1, view, 12 / 30).generate
+    # every frame without reuse, or with the steady change off
+    assert all(SteadyChange(0.25).plan(2, crop, k / 30).generate for k in range(4))
+    assert all(SteadyChange(0, every=3).plan(3, crop, k / 30).generate for k in range(4))
