@@ -202,3 +202,24 @@ class AudioOut:
             self._written += frame.samples
             for packet in self.stream.encode(frame):
                 self.out.mux(packet)
+
+
+#: Container tags that describe the file's making, not its content: FFmpeg writes its own.
+_MAKING_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration"}
+#: Stream tags carried from each input stream to its output stream.
+STREAM_TAGS = ("language", "title")
+
+
+def carry_tags(inp, out, pairs) -> None:
+    """The input container's tags (title, artist, date, comment, creation time, ...) onto
+    ``out`` and each input stream's language and title onto its output stream; ``pairs``:
+    (input stream, output stream). Call before the first packet is muxed (the header holds
+    them). A GIF holds no tags, which FFmpeg ignores."""
+    for key, value in (inp.metadata or {}).items():
+        if key.lower() not in _MAKING_TAGS and value:
+            out.metadata[key] = value
+    for src, dst in pairs:
+        for key in STREAM_TAGS:
+            value = (src.metadata or {}).get(key)
+            if value and not (key == "language" and value == "und"):
+                dst.metadata[key] = value

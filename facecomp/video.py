@@ -30,7 +30,7 @@ import numpy as np
 from .align import align_faces
 from .blend import ColorTransform, color_mask, color_transform, paste_faces
 from .containers import OutputPlan, check_encoding, plan_output
-from .encode import AudioOut, VideoOut, to_rgb
+from .encode import AudioOut, VideoOut, carry_tags, to_rgb
 from .errors import ConfigError, InputError, OutputError
 from .io import atomic_path
 from .pipeline import FaceComp
@@ -153,6 +153,8 @@ class VideoReport:
     frames: int = 0
     face_frames: int = 0  # faces translated, summed over frames
     generated: int = 0  # of those, the ones the generator ran on (the rest reused a change)
+    damaged_packets: int = 0  # video packets the decoder refused, skipped
+    interlaced_frames: int = 0  # input frames flagged interlaced (written progressive)
     tracks: int = 0
     audio_streams: int = 0
     seconds: float = 0.0
@@ -217,6 +219,16 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
     report.seconds = time.perf_counter() - t0
     if report.error:
         raise PartialVideo(report)
+    if report.interlaced_frames:
+        log.warning("%s: interlaced input (%d frames): faces are translated on whole frames "
+                    "and the output is progressive; deinterlace it first for the cleanest "
+                    "faces (e.g. ffmpeg -vf bwdif)", src, report.interlaced_frames)
+    if report.damaged_packets:
+        log.warning("%s: %d damaged video packet%s skipped (the frames in %s are missing; "
+                    "the frames after may show artefacts up to the next key frame); wrote %d "
+                    "frames", src, report.damaged_packets,
+                    "" if report.damaged_packets == 1 else "s",
+                    "it" if report.damaged_packets == 1 else "them", report.frames)
     if (total and config.start == 0 and config.end is None
             and report.frames < min(0.98 * total, total - 2)):
         log.warning("%s: the input ended after %d of the %d frames its header announces (the "
@@ -260,6 +272,15 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
                         report.dst, plan.container.name, kind, stream.index, how)
         oas[stream.index] = AudioOut(out, stream, how)
     audio = [s for s in audio if s.index in oas]
+    carry_tags(inp, out, [(vs, ovs.stream)] + [(s, oas[s.index].stream) for s in audio])
+    others = [s for s in inp.streams if s.type not in ("video", "audio")]
+    if others:
+        log.warning("%s: %s not carried over (facecomp writes the video and its audio)",
+                    report.dst, ", ".join(f"{s.type} stream {s.index}" for s in others))
+    if len(inp.streams.video) > 1:
+        log.warning("%s: only the first video stream is translated; %d other%s left out",
+                    report.dst, len(inp.streams.video) - 1,
+                    "" if len(inp.streams.video) == 2 else "s")
 
     # times count from the video's own start (a TS stream may start at 1.4 s): one offset for
     # every stream keeps them in sync
@@ -288,8 +309,9 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
         return False
 
     def reader() -> None:
+        notes = {"damaged": 0, "interlaced": 0}
         try:
-            for item in _demux(inp, vs, audio, c, origin, timings):
+            for item in _demux(inp, vs, audio, c, origin, timings, notes):
                 if isinstance(item, str):  # the input broke off
                     report.error = item
                     break
@@ -298,6 +320,8 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
         finally:
+            report.damaged_packets = notes["damaged"]
+            report.interlaced_frames = notes["interlaced"]
             put(q_in, _END)
 
     def writer() -> None:
@@ -499,9 +523,12 @@ def _translate(pipeline: FaceComp, steady: SteadyChange, crops: np.ndarray,
     return out
 
 
-def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings) -> Iterator[Any]:
+def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings, notes: dict[str, int]
+           ) -> Iterator[Any]:
     """Upright frames and audio packets within [start, end) counted from ``origin`` (seconds),
-    in demux order; a str on damage."""
+    in demux order; a str where the container itself breaks off. Video packets the decoder
+    refuses are skipped and counted in ``notes["damaged"]``; interlaced frames are counted in
+    ``notes["interlaced"]``."""
     import av
 
     t = time.perf_counter()
@@ -514,12 +541,22 @@ def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings) -> Iterator[A
                 if when >= c.start and (c.end is None or when < c.end):
                     yield packet
                 continue
-            for frame in packet.decode():
+            try:
+                decoded = packet.decode()
+            except (av.error.InvalidDataError, ValueError):
+                # one damaged packet: FFmpeg's decoder drops it and conceals what follows from
+                # the frames it has, as ffmpeg does; the count is reported at the end
+                if packet.size:
+                    notes["damaged"] += 1
+                continue
+            for frame in decoded:
                 when = float(frame.time) - origin if frame.time is not None else 0.0
                 if when < c.start - 1e-6:
                     continue
                 if c.end is not None and when >= c.end:
                     return
+                if getattr(frame, "interlaced_frame", False):
+                    notes["interlaced"] += 1
                 rgb = to_rgb(frame)
                 turn = int(round(-(getattr(frame, "rotation", 0) or 0))) % 360
                 timings["decode"] += time.perf_counter() - t

@@ -53,16 +53,25 @@ def frames(n: int = N) -> list[np.ndarray]:
 
 def write_clip(path: Path, video: str = "libx264", pix_fmt: str = "yuv420p",
                audio: str | None = "aac", sample_fmt: str = "fltp", tags: dict | None = None,
-               n: int = N, offset: float = 0.0) -> None:
+               n: int = N, offset: float = 0.0, title: str | None = None,
+               languages: tuple[str, str] | None = None, interlaced: bool = False) -> None:
     """A clip of a face moving past a red patch, with a tone; ``tags``: colour tags the frames
-    are converted with and the stream carries; ``offset``: when the streams start (seconds)."""
+    are converted with and the stream carries; ``offset``: when the streams start (seconds);
+    ``title``, ``languages`` (video, audio), ``interlaced``: container and stream tags, x264's
+    interlaced coding."""
     if video == "gif":
         return write_gif(path, n)
     with av.open(str(path), "w") as out:
+        if title:
+            out.metadata["title"] = title
         vs = out.add_stream(video, rate=FPS)
         vs.width, vs.height, vs.pix_fmt = W, H, pix_fmt
         if video in ("libx264", "libx265"):
             vs.options = {"crf": "10", "preset": "ultrafast"}
+            if interlaced:
+                vs.options = {**vs.options, "x264-params": "interlaced=1"}
+        if languages:
+            vs.metadata["language"] = languages[0]
         if video == "libvpx-vp9":
             vs.options = {"crf": "10", "b": "0", "cpu-used": "8", "deadline": "realtime"}
         for k, v in (tags or {}).items():
@@ -71,6 +80,8 @@ def write_clip(path: Path, video: str = "libx264", pix_fmt: str = "yuv420p",
         if audio:
             a = out.add_stream(audio, rate=48000)
             a.layout = "stereo"
+            if languages:
+                a.metadata["language"] = languages[1]
         for i, img in enumerate(frames(n)):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
             if tags:
@@ -311,3 +322,20 @@ def test_a_start_past_a_few_seconds_seeks_and_keeps_sync(tmp_path, fc):
     b = probe(dst)
     assert report.frames == b["frames"] == 20 and b["first"] < 0.05
     assert abs(b["audio_s"] - 0.8) < 0.1
+
+
+def test_title_languages_are_carried_and_interlaced_input_is_said(mp4, tmp_path, fc, caplog):
+    translate_video(mp4, tmp_path / "plain.mp4", fc, VideoConfig(preset="ultrafast"))
+    assert "interlaced" not in caplog.text  # a progressive input has no such note
+    src = tmp_path / "tagged.mkv"
+    write_clip(src, title="Holiday 1998", languages=("fra", "eng"), interlaced=True)
+    for ext in (".mkv", ".mp4"):
+        dst = tmp_path / f"out{ext}"
+        caplog.clear()
+        translate_video(src, dst, fc, VideoConfig(preset="ultrafast", crf=10))
+        with av.open(str(dst)) as c:
+            assert c.metadata.get("title") == "Holiday 1998", (ext, c.metadata)
+            assert c.streams.video[0].language == "fra", ext
+            assert c.streams.audio[0].language == "eng", ext
+        notes = [r.getMessage() for r in caplog.records if "interlaced input" in r.getMessage()]
+        assert len(notes) == 1 and f"({N} frames)" in notes[0], caplog.text

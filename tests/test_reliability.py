@@ -222,7 +222,7 @@ def test_a_corrupt_model_file_is_one_line_and_exit_2(tmp_path, invert_model):
 
 # --- video --------------------------------------------------------------------------------
 
-def test_a_video_with_a_corrupt_middle(tmp_path, invert_model):
+def test_a_video_with_a_corrupt_middle_skips_the_damaged_packet(tmp_path, invert_model, caplog):
     av = pytest.importorskip("av")
     from .test_video import make_clip, moving_face_frames
 
@@ -236,11 +236,16 @@ def test_a_video_with_a_corrupt_middle(tmp_path, invert_model):
     out = tmp_path / "out.mp4"
     r = runner.invoke(app, ["video", str(bad), "-o", str(out), "--model", str(invert_model),
                             "--preset", "ultrafast"])
-    # FFmpeg refuses the damaged packet (frame 22 of 40): reported, the frames before it kept
-    assert r.exit_code == 1
-    one_error_line(r, "damaged.mp4", "damaged", "wrote the")
+    # FFmpeg's decoder refuses one packet (ffmpeg itself decodes 39 of the 40 frames): it is
+    # skipped and said in one line, every frame after it is translated, timing kept
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in caplog.text.splitlines() if "damaged" in ln]
+    assert len(lines) == 1 and "1 damaged video packet skipped" in lines[0], caplog.text
+    assert "Traceback" not in r.output + caplog.text
     with av.open(str(out)) as c:
-        assert 10 <= sum(1 for _ in c.decode(video=0)) < 40
+        frames = list(c.decode(video=0))
+        assert len(frames) == 39, len(frames)
+        assert abs(float(frames[-1].time) - 39 / 25) < 0.05, frames[-1].time
 
 
 def test_a_file_without_a_video_stream(tmp_path, invert_model):
