@@ -54,11 +54,12 @@ def frames(n: int = N) -> list[np.ndarray]:
 def write_clip(path: Path, video: str = "libx264", pix_fmt: str = "yuv420p",
                audio: str | None = "aac", sample_fmt: str = "fltp", tags: dict | None = None,
                n: int = N, offset: float = 0.0, title: str | None = None,
-               languages: tuple[str, str] | None = None, interlaced: bool = False) -> None:
+               languages: tuple[str, str] | None = None, interlaced: bool = False,
+               subtitles: Path | None = None) -> None:
     """A clip of a face moving past a red patch, with a tone; ``tags``: colour tags the frames
     are converted with and the stream carries; ``offset``: when the streams start (seconds);
     ``title``, ``languages`` (video, audio), ``interlaced``: container and stream tags, x264's
-    interlaced coding."""
+    interlaced coding; ``subtitles``: an .srt file muxed in as a subtitle stream."""
     if video == "gif":
         return write_gif(path, n)
     with av.open(str(path), "w") as out:
@@ -72,6 +73,11 @@ def write_clip(path: Path, video: str = "libx264", pix_fmt: str = "yuv420p",
                 vs.options = {**vs.options, "x264-params": "interlaced=1"}
         if languages:
             vs.metadata["language"] = languages[0]
+        cues = []
+        if subtitles is not None:
+            srt = av.open(str(subtitles))
+            ss = out.add_stream_from_template(srt.streams[0])
+            cues = [p for p in srt.demux() if p.size]
         if video == "libvpx-vp9":
             vs.options = {"crf": "10", "b": "0", "cpu-used": "8", "deadline": "realtime"}
         for k, v in (tags or {}).items():
@@ -93,6 +99,11 @@ def write_clip(path: Path, video: str = "libx264", pix_fmt: str = "yuv420p",
                 out.mux(p)
         for p in vs.encode(None):
             out.mux(p)
+        for p in cues:  # muxed once every stream is added
+            p.stream = ss
+            out.mux(p)
+        if cues:
+            srt.close()
         if a is not None:
             total = int(48000 * n / FPS)
             size = a.codec_context.frame_size or 1024
@@ -324,11 +335,14 @@ def test_a_start_past_a_few_seconds_seeks_and_keeps_sync(tmp_path, fc):
     assert abs(b["audio_s"] - 0.8) < 0.1
 
 
-def test_title_languages_are_carried_and_interlaced_input_is_said(mp4, tmp_path, fc, caplog):
+def test_title_languages_are_carried_subtitles_and_interlacing_are_said(mp4, tmp_path, fc, caplog):
     translate_video(mp4, tmp_path / "plain.mp4", fc, VideoConfig(preset="ultrafast"))
     assert "interlaced" not in caplog.text  # a progressive input has no such note
     src = tmp_path / "tagged.mkv"
-    write_clip(src, title="Holiday 1998", languages=("fra", "eng"), interlaced=True)
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,400\nBonjour\n\n")
+    write_clip(src, title="Holiday 1998", languages=("fra", "eng"), interlaced=True,
+               subtitles=srt)
     for ext in (".mkv", ".mp4"):
         dst = tmp_path / f"out{ext}"
         caplog.clear()
@@ -339,3 +353,5 @@ def test_title_languages_are_carried_and_interlaced_input_is_said(mp4, tmp_path,
             assert c.streams.audio[0].language == "eng", ext
         notes = [r.getMessage() for r in caplog.records if "interlaced input" in r.getMessage()]
         assert len(notes) == 1 and f"({N} frames)" in notes[0], caplog.text
+        notes = [r.getMessage() for r in caplog.records if "not carried" in r.getMessage()]
+        assert len(notes) == 1 and "subtitle stream 1" in notes[0], caplog.text
