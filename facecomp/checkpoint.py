@@ -353,7 +353,7 @@ def resolve_model(spec: str | Path | None, direction: str) -> Path:
                 return entry.path
         raise ModelError(f"{path}: translates {info.direction} ({info.source} -> {info.target}); "
                          f"no {direction} file of model {info.name!r} beside it -- pass that file "
-                         f"or use --direction {info.direction}")
+                         f"or use `direction` {info.direction}")
     if path.is_dir():
         found = [e for e in list_models([path]) if e.info.direction == direction]
         if not found:

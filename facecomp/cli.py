@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from enum import Enum
@@ -33,6 +34,25 @@ _PREPARE_EXIT = """Exit codes: 0 the run completed, even if some files failed (t
 _TRAIN_EXIT = """Exit codes: 0 training stopped at its end or at --max-steps; 1 a data, output or
 divergence problem (the last checkpoint is kept); 2 usage, configuration or model error; 130
 interrupted (--resume continues)."""
+
+#: The library names its own parameters in its messages, in backticks (`overwrite=True`,
+#: `crf`); the CLI shows them as its flags. The one place where the two are mapped.
+_PARAM = re.compile(r"`([a-z][a-z0-9_]*)(=True)?`")
+
+
+def _flags(text: str) -> str:
+    """A library message with its parameter names as this CLI's flags."""
+    return _PARAM.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
+def _echo(message: object = "", **kwargs) -> None:
+    typer.echo(_flags(str(message)), **kwargs)
+
+
+class _FlagFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _flags(super().format(record))
+
 
 app = typer.Typer(
     name="facecomp", no_args_is_help=True, add_completion=False,
@@ -139,7 +159,7 @@ OverwriteOpt = Annotated[bool, typer.Option(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"facecomp {__version__}")
+        _echo(f"facecomp {__version__}")
         raise typer.Exit()
 
 
@@ -154,8 +174,9 @@ def _main(
              "other work, 1 can be several times faster: the threads of each operation wait "
              "for one another.")] = None,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="facecomp: %(levelname)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FlagFormatter("facecomp: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     if threads is not None:
         import torch
 
@@ -234,7 +255,7 @@ def photo(
             where = f" -> {r.dst}" if r.dst is not None and r.status != "failed" else ""
             prefix = f"[{done[0]}/{total}] " if total > 1 else ""
             if r.status == "failed":
-                typer.echo(f"{prefix}facecomp: error: {r.message}", err=True)
+                _echo(f"{prefix}facecomp: error: {r.message}", err=True)
             else:
                 secs = sum(r.timings.values())
                 _info(f"{prefix}{r.src}{where}: {r.message} ({secs:.1f} s)")
@@ -389,7 +410,7 @@ def video(
                 if len(plans) == 1:
                     raise
                 failed += 1
-                typer.echo(f"{prefix}facecomp: error: {e}", err=True)
+                _echo(f"{prefix}facecomp: error: {e}", err=True)
                 continue
             tracks = f"{report.tracks} track" + ("" if report.tracks == 1 else "s")
             _info(f"{prefix}{one} -> {dst}: {report.frames} frames, {report.face_frames} faces "
@@ -477,16 +498,16 @@ def models(
         entries += [(e.path, e.info) for e in list_models()]
         if not entries:
             dirs = ", ".join(str(d) for d in search_path())
-            typer.echo(f"no models found (searched {dirs})")
+            _echo(f"no models found (searched {dirs})")
             return 0
         for path, info in entries:
             arch = ", ".join(f"{k}={v}" for k, v in sorted(info.arch_args.items()))
-            typer.echo(f"{info.name}  {info.direction}: {info.source} -> {info.target}  "
+            _echo(f"{info.name}  {info.direction}: {info.source} -> {info.target}  "
                        f"crop {info.crop_size}px  {info.architecture}({arch})  "
                        f"template {info.template.name}")
-            typer.echo(f"    {path}")
+            _echo(f"    {path}")
             if info.description:
-                typer.echo(f"    {info.description}")
+                _echo(f"    {info.description}")
         return 0
 
     raise typer.Exit(_guard(run))
@@ -583,7 +604,7 @@ def prepare(
                     h.setStream(stderr)
         _info(report.summary())
         if report.nothing_written and not report.all_failed:
-            typer.echo(f"facecomp: error: {report.nothing_written}", err=True)
+            _echo(f"facecomp: error: {report.nothing_written}", err=True)
             return 1
         return 1 if report.all_failed else 0
 
@@ -692,7 +713,7 @@ def train(
 
             cfg = dataclasses.replace(cfg, template=training.data_template(cfg.a, cfg.b))
         if dry_run:
-            typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
+            _echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
             return 0
         bar = _TrainBar()
         try:
@@ -744,9 +765,9 @@ def evaluate(
             check_output(json_out, overwrite)
         report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
                               batch_size=batch_size, identity=identity, overwrite=overwrite)
-        typer.echo(report.summary())
+        _echo(report.summary())
         if grid is not None:
-            typer.echo(f"grid: {grid}")
+            _echo(f"grid: {grid}")
         if json_out is not None:
             from .io import atomic_path
 
@@ -782,8 +803,8 @@ def calibrate(
                                  batch_size=batch_size, write=not dry_run)
         for direction, (path, cal) in curves.items():
             points = ", ".join(f"{s:g}: {d:+.1f}" for s, d in zip(cal.strengths, cal.shifts))
-            typer.echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
-            typer.echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
+            _echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
+            _echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
         return 0
 
     raise typer.Exit(_guard(run))
@@ -864,7 +885,7 @@ class _TrainBar:
 
 
 def _info(message: str) -> None:
-    typer.echo(message, err=True)
+    _echo(message, err=True)
 
 
 def _guard(run) -> int:
@@ -872,17 +893,17 @@ def _guard(run) -> int:
     try:
         return run()
     except (ConfigError, ModelError) as e:
-        typer.echo(f"facecomp: error: {e}", err=True)
+        _echo(f"facecomp: error: {e}", err=True)
         return 2
     except FaceCompError as e:
-        typer.echo(f"facecomp: error: {e}", err=True)
+        _echo(f"facecomp: error: {e}", err=True)
         return 1
     except KeyboardInterrupt:
-        typer.echo("facecomp: interrupted; no partial output was left behind", err=True)
+        _echo("facecomp: interrupted; no partial output was left behind", err=True)
         return 130
     except OSError as e:  # a filesystem error no stage turned into a message of its own
         where = f"{e.filename}: " if e.filename else ""
-        typer.echo(f"facecomp: error: {where}{e.strerror or e}", err=True)
+        _echo(f"facecomp: error: {where}{e.strerror or e}", err=True)
         return 1
 
 

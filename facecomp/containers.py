@@ -77,24 +77,24 @@ def plan_output(suffix: str, codec: str = "auto", crf: int = 18, preset: str = "
     check_encoding(codec, crf, preset)
     name = next(iter(container.video)) if codec == "auto" else codec
     if name not in container.video:
-        raise ConfigError(f"{container.name} ({suffix}) cannot hold {name} video; use --codec "
+        raise ConfigError(f"{container.name} ({suffix}) cannot hold {name} video; use `codec` "
                           f"{' or '.join(container.video)}, or another container (.mkv holds "
                           f"{', '.join(CONTAINERS['.mkv'].video)})")
     encoder = container.video[name]
     if not _has_encoder(encoder):
         raise ConfigError(f"this FFmpeg build has no {encoder} encoder for {name}; use another "
-                          f"--codec")
+                          f"`codec`")
     return OutputPlan(container, name, encoder, _options(encoder, crf, preset))
 
 
 def check_encoding(codec: str, crf: int, preset: str) -> None:
     """A one-line ConfigError for a codec, quality or speed preset that is not one of ours."""
     if codec not in CODECS:
-        raise ConfigError(f"--codec must be one of {', '.join(CODECS)}, got {codec!r}")
+        raise ConfigError(f"`codec` must be one of {', '.join(CODECS)}, got {codec!r}")
     if not 0 <= crf <= 51:
-        raise ConfigError(f"--crf must be within 0..51, got {crf}")
+        raise ConfigError(f"`crf` must be within 0..51, got {crf}")
     if preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        raise ConfigError(f"`preset` must be one of {', '.join(PRESETS)}, got {preset!r}")
 
 
 def _options(encoder: str, crf: int, preset: str) -> dict[str, str]:

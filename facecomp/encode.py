@@ -48,7 +48,7 @@ class VideoOut:
             self.pix_fmt = "pal8"
         elif plan.codec == "av1" and not even:
             raise ConfigError(f"AV1 here needs an even width and height, not {width}x{height}; "
-                              "use --codec h264 or vp9")
+                              "use `codec` h264 or vp9")
         elif even:
             self.pix_fmt = "yuv420p"
         else:  # 4:2:0 needs even sides; H.264/H.265/VP9 hold 4:4:4 as well

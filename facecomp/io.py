@@ -282,7 +282,7 @@ def _read_formats() -> tuple[str, ...]:
 
 def _check_max_pixels(max_pixels: int) -> None:
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ConfigError(f"--max-pixels must be a positive whole number, got {max_pixels!r}")
+        raise ConfigError(f"`max_pixels` must be a positive whole number, got {max_pixels!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                      f"{', '.join(sorted(_WRITE_FORMATS))}")
     _check_pixels(rgb, alpha)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ConfigError(f"--quality must be a whole number from 1 to 100, got {quality!r}")
+        raise ConfigError(f"`quality` must be a whole number from 1 to 100, got {quality!r}")
     if alpha is not None and fmt not in _ALPHA_FORMATS:
         if (alpha < 255).any():
             log.warning("%s: %s has no transparency; the alpha channel is dropped", path, fmt)
@@ -367,7 +367,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> None:
     if path.is_dir():
         raise _error(OutputError, path, "is a folder; give a file name for the output")
     if os.path.lexists(path) and not overwrite:
-        raise _error(OutputError, path, "already exists; pass --overwrite to replace it")
+        raise _error(OutputError, path, "already exists; pass `overwrite=True` to replace it")
 
 
 @contextmanager
@@ -396,7 +396,7 @@ def atomic_path(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             os.fsync(fp.fileno())
         if os.path.lexists(path):
             if not overwrite:  # appeared while we were writing
-                raise _error(OutputError, path, "already exists; pass --overwrite to replace it")
+                raise _error(OutputError, path, "already exists; pass `overwrite=True` to replace it")
             os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         else:  # writers that replace the file themselves (safetensors) may leave it 0o600
             os.chmod(tmp, 0o666 & ~_umask())
@@ -470,7 +470,7 @@ def _reason(exc: BaseException) -> str:
 
 def _bomb_error(name: str | Path, what: str, max_pixels: int) -> InputError:
     return _error(InputError, name, f"{what} is over the limit of {max_pixels} pixels; "
-                  "raise --max-pixels if you trust this file")
+                  "raise `max_pixels` if you trust this file")
 
 
 def _read_error(path: Path, exc: OSError, what: str = "file") -> InputError:

@@ -190,7 +190,7 @@ def run_photos(pipeline: FaceComp | Callable[[], FaceComp], jobs: list[Job], *, 
                 continue
             if job.dst.exists() and not overwrite:
                 emit(FileReport(job.src, job.dst, "failed", message=f"{job.dst}: already "
-                                "exists; pass --overwrite to replace it, or --skip-existing to "
+                                "exists; pass `overwrite=True` to replace it, or `skip_existing=True` to "
                                 "continue an interrupted run"))
                 continue
             t0 = time.perf_counter()
@@ -246,7 +246,7 @@ def _write(job: Job, img: LoadedImage, result: PhotoResult, t_decode: float, ove
                           timings=timings)
     msg = f"{n} face{'s' if n != 1 else ''}, {done} translated"
     if small:
-        msg += f", {small} smaller than --min-face skipped"
+        msg += f", {small} smaller than `min_face` skipped"
     kept = [p for p in result.plans.values() if p.direction is None]
     if kept:
         msg += f", {len(kept)} left as they are ({kept[0].note})"

@@ -57,7 +57,7 @@ class FaceSelection:
             for part in t.split(","):
                 m = _AGE_CONDITION.fullmatch(part.strip())
                 if m is None:
-                    raise ConfigError(f"--faces: an age condition looks like age<40, age>=60 "
+                    raise ConfigError(f"`faces`: an age condition looks like age<40, age>=60 "
                                       f"or age>=20,age<40, got {text!r}")
                 conds.append((m.group(1), float(m.group(2))))
             return cls("age", ages=tuple(conds))
@@ -66,7 +66,7 @@ class FaceSelection:
         except ValueError:
             idx = ()
         if not idx or min(idx) < 1:
-            raise ConfigError(f"--faces takes all, largest or face numbers like 1,3 (from 1), "
+            raise ConfigError(f"`faces` takes all, largest or face numbers like 1,3 (from 1), "
                               f"got {text!r}")
         return cls("indices", idx)
 
@@ -113,14 +113,14 @@ class PhotoConfig:
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
-            raise ConfigError(f"--direction must be A2B or B2A, got {self.direction!r}")
+            raise ConfigError(f"`direction` must be A2B or B2A, got {self.direction!r}")
         if self.min_face < 0:
-            raise ConfigError(f"--min-face must be 0 or more pixels, got {self.min_face}")
+            raise ConfigError(f"`min_face` must be 0 or more pixels, got {self.min_face}")
         if not 0.0 <= self.age_max_strength <= 2.0:
             raise ConfigError(f"the largest strength for a target age must be within 0..2, got "
                               f"{self.age_max_strength}")
         if self.age is not None and self.blend.strength != 1.0:
-            raise ConfigError("--age sets each face's strength itself; leave --strength out")
+            raise ConfigError("`age` sets each face's strength itself; leave `strength` out")
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,7 +202,7 @@ class FaceComp:
         if c.age is not None and not self.calibrations:
             name = self.info.name if self.info is not None else "this model"
             raise ConfigError(f"model {name} has no age calibration, which a target age needs; "
-                              "calibrate it with `facecomp calibrate` or use --strength")
+                              "calibrate it with `facecomp calibrate` or use `strength`")
         self._estimator = estimator
         self._occlusion = occlusion
         self.detector = detector or MTCNNDetector(c.detect, device=str(

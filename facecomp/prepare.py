@@ -65,7 +65,7 @@ GENDERS = ("male", "female")  # UTKFace codes 0 and 1
 FORMATS = {"png": ".png", "jpg": ".jpg"}
 JPEG_QUALITY = 95
 
-_FLAGS = {"size": "--size", "template": "--template", "keep": "--keep"}
+_FLAGS = {"size": "`size`", "template": "`template`", "keep": "`keep`"}
 _LABELLED_NAME = re.compile(r"(\d{1,3})_([01])_(\d+)", re.ASCII)
 _AGE_RANGE = re.compile(r"(\d{1,3})(?:(-)(\d{1,3})?)?", re.ASCII)
 
@@ -99,9 +99,9 @@ class AgeRange:
 
     def __post_init__(self) -> None:
         if self.low < 0:
-            raise ConfigError(f"--age {self}: ages cannot be negative")
+            raise ConfigError(f"`age` {self}: ages cannot be negative")
         if self.high is not None and self.high < self.low:
-            raise ConfigError(f"--age {self}: the range is reversed; write it low to high, "
+            raise ConfigError(f"`age` {self}: the range is reversed; write it low to high, "
                               f"like {self.high}-{self.low}")
 
     @classmethod
@@ -109,7 +109,7 @@ class AgeRange:
         """``18-30`` (inclusive), ``60-`` (60 and over) or ``25`` (exactly 25)."""
         m = _AGE_RANGE.fullmatch(text.replace(" ", ""))
         if m is None:
-            raise ConfigError(f"--age takes a range like 18-30, 60- (60 and over) or 25, "
+            raise ConfigError(f"`age` takes a range like 18-30, 60- (60 and over) or 25, "
                               f"got {text!r}")
         low = int(m.group(1))
         high = None if m.group(2) and m.group(3) is None else int(m.group(3) or low)
@@ -177,19 +177,19 @@ class PrepareConfig:
         AlignConfig(self.size, self.template)  # validates the crop size
         TranslateConfig(device=self.device)    # validates the device name, as for `photo`
         if self.keep not in KEEP_MODES:
-            raise ConfigError(f"--keep must be largest or all, got {self.keep!r}")
+            raise ConfigError(f"`keep` must be largest or all, got {self.keep!r}")
         if self.min_face < 0:
-            raise ConfigError(f"--min-face must be 0 or more pixels, got {self.min_face}")
+            raise ConfigError(f"`min_face` must be 0 or more pixels, got {self.min_face}")
         if not 0.0 <= self.max_outside <= 1.0:
-            raise ConfigError(f"--max-outside must be within 0..1, got {self.max_outside}")
+            raise ConfigError(f"`max_outside` must be within 0..1, got {self.max_outside}")
         if not 0.0 <= self.holdout < 1.0:
-            raise ConfigError(f"--holdout must be at least 0 and below 1, got {self.holdout}")
+            raise ConfigError(f"`holdout` must be at least 0 and below 1, got {self.holdout}")
         if self.gender is not None and self.gender not in GENDERS:
-            raise ConfigError(f"--gender must be female or male, got {self.gender!r}")
+            raise ConfigError(f"`gender` must be female or male, got {self.gender!r}")
         if self.format not in FORMATS:
-            raise ConfigError(f"--format must be png or jpg, got {self.format!r}")
+            raise ConfigError(f"`format` must be png or jpg, got {self.format!r}")
         if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"--limit must be 0 or more files, got {self.limit}")
+            raise ConfigError(f"`limit` must be 0 or more files, got {self.limit}")
 
     @property
     def align(self) -> AlignConfig:
@@ -254,7 +254,7 @@ class PrepareReport:
                  f"{self.too_small} faces too small", f"{self.out_of_frame} faces out of frame",
                  f"{self.filtered_out} filtered out", f"{self.failed} failed"]
         if self.remaining:
-            parts.append(f"{self.remaining} left by --limit")
+            parts.append(f"{self.remaining} left by `limit`")
         return (f"prepare: {self.written} crops written ({self.holdout} to holdout) from "
                 f"{self.processed} of {self.seen} files in {self.seconds:.1f} s "
                 f"({rate:.1f} files/s); " + ", ".join(parts))
@@ -322,9 +322,9 @@ def prepare(src: Path, out: Path, config: PrepareConfig, detector: Detector | No
 
 def _framing_hint(config: PrepareConfig) -> str:
     if config.template.name != "facecomp-tight":
-        return ("for images cropped tightly around the face, like UTKFace's, use --template "
-                "facecomp-tight --max-outside 0.4; --max-outside 1 keeps every face")
-    return "--max-outside 1 keeps every face"
+        return ("for images cropped tightly around the face, like UTKFace's, use `template` "
+                "facecomp-tight `max_outside` 0.4; `max_outside` 1 keeps every face")
+    return "`max_outside` 1 keeps every face"
 
 
 def find_images(src: Path, recursive: bool = False) -> list[Path]:

@@ -74,7 +74,7 @@ def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
         try:
             size, epochs = (int(v) for v in part.split(":"))
         except ValueError:
-            raise ConfigError(f"--schedule takes SIZE:EPOCHS pairs like 64:10,128:20, got "
+            raise ConfigError(f"`schedule` takes SIZE:EPOCHS pairs like 64:10,128:20, got "
                               f"{part!r}") from None
         out.append((size, epochs))
     return tuple(out)
@@ -129,29 +129,29 @@ class TrainConfig:
             if size < 32 or size % 4:
                 raise ConfigError(f"crop sizes must be multiples of 4 and at least 32, got {size}")
         if any(e < 1 for _, e in self.schedule):
-            raise ConfigError("every --schedule stage needs at least 1 epoch")
+            raise ConfigError("every `schedule` stage needs at least 1 epoch")
         if self.schedule and sum(e for _, e in self.schedule) != self.total_epochs:
             raise ConfigError(
-                f"--schedule covers {sum(e for _, e in self.schedule)} epochs but --n-epochs + "
-                f"--n-epochs-decay is {self.total_epochs}; make them equal")
+                f"`schedule` covers {sum(e for _, e in self.schedule)} epochs but `n_epochs` + "
+                f"`n_epochs_decay` is {self.total_epochs}; make them equal")
         checks = [(self.n_epochs >= 0 and self.n_epochs_decay >= 0 and self.total_epochs > 0,
-                   "--n-epochs and --n-epochs-decay must be >= 0 with a positive sum"),
-                  (self.batch_size >= 1, "--batch-size must be at least 1"),
-                  (self.lr > 0 and 0 <= self.beta1 < 1, "--lr must be > 0 and --beta1 in [0, 1)"),
+                   "`n_epochs` and `n_epochs_decay` must be >= 0 with a positive sum"),
+                  (self.batch_size >= 1, "`batch_size` must be at least 1"),
+                  (self.lr > 0 and 0 <= self.beta1 < 1, "`lr` must be > 0 and `beta1` in [0, 1)"),
                   (self.lambda_cycle >= 0 and self.lambda_identity >= 0, "lambdas must be >= 0"),
-                  (self.pool_size >= 0, "--pool-size must be >= 0"),
+                  (self.pool_size >= 0, "`pool_size` must be >= 0"),
                   (self.ngf >= 1 and self.ndf >= 1 and self.n_blocks >= 0 and
-                   self.n_layers_d >= 1, "--ngf, --ndf, --n-layers-d >= 1 and --n-blocks >= 0"),
-                  (0 <= self.scale_jitter <= 1, "--scale-jitter must be within 0..1"),
+                   self.n_layers_d >= 1, "`ngf`, `ndf`, `n_layers_d` >= 1 and `n_blocks` >= 0"),
+                  (0 <= self.scale_jitter <= 1, "`scale_jitter` must be within 0..1"),
                   (self.upsample in UPSAMPLE_MODES,
-                   f"--upsample must be one of {', '.join(UPSAMPLE_MODES)}"),
-                  (self.precision in PRECISIONS, f"--precision must be one of {PRECISIONS}"),
+                   f"`upsample` must be one of {', '.join(UPSAMPLE_MODES)}"),
+                  (self.precision in PRECISIONS, f"`precision` must be one of {PRECISIONS}"),
                   (self.template == "auto" or self.template in TEMPLATES,
-                   f"--template must be auto or one of {', '.join(TEMPLATES)}"),
+                   f"`template` must be auto or one of {', '.join(TEMPLATES)}"),
                   (self.workers >= 0 and self.epoch_size >= 0 and self.max_steps >= 0,
-                   "--workers, --epoch-size and --max-steps must be >= 0"),
+                   "`workers`, `epoch_size` and `max_steps` must be >= 0"),
                   (min(self.log_every, self.sample_every, self.save_every) >= 1,
-                   "--log-every, --sample-every and --save-every must be >= 1")]
+                   "`log_every`, `sample_every` and `save_every` must be >= 1")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -239,7 +239,7 @@ def data_template(a: str, b: str) -> str:
         if names:
             found[which] = names.pop()
     if len(set(found.values())) > 1:
-        raise ConfigError(f"--a and --b were prepared with different templates ({found['a']} vs "
+        raise ConfigError(f"`a` and `b` were prepared with different templates ({found['a']} vs "
                           f"{found['b']}); prepare them alike")
     return next(iter(found.values()), FACECOMP_V1.name)
 
@@ -250,13 +250,13 @@ def domain_files(folder: str, batch_size: int, which: str) -> list[Path]:
 
     path = Path(folder)
     if not path.is_dir():
-        raise InputError(f"--{which} {path}: no such folder")
+        raise InputError(f"`{which}` {path}: no such folder")
     files = list_images(path)
     if not files:
-        raise InputError(f"--{which} {path}: no images in this folder; prepare one with "
+        raise InputError(f"`{which}` {path}: no images in this folder; prepare one with "
                          "`facecomp prepare`")
     if len(files) < batch_size:
-        raise InputError(f"--{which} {path}: {len(files)} image(s) but --batch-size is "
+        raise InputError(f"`{which}` {path}: {len(files)} image(s) but `batch_size` is "
                          f"{batch_size}; add images or lower the batch size")
     odd = []
     for f in files:
@@ -269,7 +269,7 @@ def domain_files(folder: str, batch_size: int, which: str) -> list[Path]:
             raise InputError(f"{f}: unreadable image ({str(e).splitlines()[0][:80]}); remove it "
                              "or run `facecomp prepare` again") from None
     if odd:
-        log.warning("--%s %s: %d of %d images are not square (e.g. %s): training expects "
+        log.warning("`%s` %s: %d of %d images are not square (e.g. %s): training expects "
                     "aligned face crops from `facecomp prepare`", which, path, len(odd),
                     len(files), odd[0])
     return files
@@ -432,8 +432,8 @@ def train_step(n: Nets, real_A: torch.Tensor, real_B: torch.Tensor, c: TrainConf
     losses = dict(zip(losses, values))
     for k, v in losses.items():
         if not math.isfinite(v):
-            raise TrainingDiverged(f"loss {k} became {v}; lower --lr or check the data. The last "
-                                   "good checkpoint is kept; resume with --resume")
+            raise TrainingDiverged(f"loss {k} became {v}; lower `lr` or check the data. The last "
+                                   "good checkpoint is kept; resume with `resume=True`")
     return losses
 
 
@@ -504,7 +504,7 @@ def run_lock(run: Path) -> Iterator[None]:
         fp = open(run / LOCK_FILE, "a+")
     except OSError as e:
         raise OutputError(f"{run}: cannot create the run folder ({e.strerror or e}); choose "
-                          "another --out") from None
+                          "another `out`") from None
     try:
         try:
             fcntl.flock(fp.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -512,7 +512,7 @@ def run_lock(run: Path) -> Iterator[None]:
             fp.seek(0)
             holder = fp.read().strip() or "another process"
             raise OutputError(f"{run} is in use by another training run ({holder}); wait for it "
-                              "to finish or choose another --out") from None
+                              "to finish or choose another `out`") from None
         fp.seek(0)
         fp.truncate()
         fp.write(f"pid {os.getpid()} on {platform.node()}\n")
@@ -546,8 +546,8 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
     if resume:
         config, state = _load_run(run, config, overrides)
     elif (run / STATE_FILE).exists():
-        raise ConfigError(f"{run} already holds a training run; pass --resume to continue it or "
-                          "choose another --out")
+        raise ConfigError(f"{run} already holds a training run; pass `resume=True` to continue it or "
+                          "choose another `out`")
     c = config
     device = resolve_device(c.device) if world == 1 or c.device != "auto" else \
         resolve_device("cuda" if torch.cuda.is_available() else "cpu")
@@ -557,7 +557,7 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
     a_files = domain_files(c.a, c.batch_size, "a")
     b_files = domain_files(c.b, c.batch_size, "b")
     if Path(c.a).resolve() == Path(c.b).resolve():
-        log.warning("--a and --b are the same folder (%s): the two domains do not differ, so "
+        log.warning("`a` and `b` are the same folder (%s): the two domains do not differ, so "
                     "the model can only learn to leave faces as they are", c.a)
     if c.template == "auto":
         c = config = dataclasses.replace(c, template=data_template(c.a, c.b))
@@ -616,7 +616,7 @@ def _train(config: TrainConfig, resume: bool, overrides: set[str] | None,
                     warned_loss = True
                     k = max(losses, key=losses.get)
                     log.warning("loss %s reached %.3g at step %d (usually below 20): the "
-                                "learning rate may be too high (--lr %g)", k, losses[k], step,
+                                "learning rate may be too high (`lr` %g)", k, losses[k], step,
                                 c.lr)
                 done_in_epoch += 1
                 now = time.perf_counter()
@@ -718,7 +718,7 @@ def _load_run(run: Path, given: TrainConfig, overrides: set[str] | None
     path = run / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{run}: no training state to resume ({STATE_FILE} is missing); start "
-                          "without --resume")
+                          "without `resume=True`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

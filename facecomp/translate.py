@@ -56,8 +56,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; "
-                          "use --device cpu or auto")
+        raise ConfigError("`device` cuda was asked for but no CUDA GPU is available; "
+                          "use `device` cpu or auto")
     return torch.device(name)
 
 

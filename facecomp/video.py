@@ -78,9 +78,9 @@ class VideoConfig:
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:
-            raise ConfigError(f"--detect-every must be at least 1, got {self.detect_every}")
+            raise ConfigError(f"`detect_every` must be at least 1, got {self.detect_every}")
         if self.start < 0 or (self.end is not None and self.end <= self.start):
-            raise ConfigError(f"--start/--end must satisfy 0 <= start < end, got "
+            raise ConfigError(f"`start`/`end` must satisfy 0 <= start < end, got "
                               f"{self.start}, {self.end}")
         check_encoding(self.codec, self.crf, self.preset)
         if self.batch_frames < 1 or self.queue_size < 1:
@@ -91,7 +91,7 @@ class VideoConfig:
         if not 0 <= self.steady <= 10:
             raise ConfigError(f"steady must be within 0..10 s, got {self.steady}")
         if not 1 <= self.generate_every <= 30:
-            raise ConfigError(f"--generate-every must be within 1..30 frames, got "
+            raise ConfigError(f"`generate_every` must be within 1..30 frames, got "
                               f"{self.generate_every}")
 
 
@@ -213,7 +213,7 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
                 _run(inp, vs, audio, out, plan, pipeline, config, report, total, on_progress)
             if report.frames == 0:  # nothing to write: leave no empty file behind
                 raise InputError(f"{src}: no video frames " + (
-                    f"from --start {config.start:g} s on (the video may be shorter)"
+                    f"from `start` {config.start:g} s on (the video may be shorter)"
                     if config.start > 0 or config.end is not None else
                     "could be decoded") + "; nothing was written")
     report.seconds = time.perf_counter() - t0
@@ -585,7 +585,7 @@ def _check_range(src: Path, inp, vs, c: VideoConfig) -> None:
     elif vs.duration and vs.time_base:
         length = float(vs.duration * vs.time_base)
     if length and c.start >= length:
-        raise ConfigError(f"{src}: --start {c.start:g} s is at or past the end of the video "
+        raise ConfigError(f"{src}: `start` {c.start:g} s is at or past the end of the video "
                           f"({length:.2f} s long); nothing to translate")
 
 

@@ -257,3 +257,33 @@ def test_video_flag_defaults_are_the_librarys_own():
     for name in ("detect_every", "start", "end", "crf", "preset", "steady", "codec",
                  "generate_every"):
         assert getattr(params[name], "value", params[name]) == getattr(c, name), name
+
+
+def test_the_library_names_its_parameters_and_the_cli_its_flags(photo, invert_model, tmp_path):
+    """One mapping, in the CLI: the Python API's errors name its own parameters, the same
+    errors on the command line name the flags."""
+    from facecomp import PhotoConfig, write_image
+    from facecomp.cli import _flags
+    from facecomp.errors import ConfigError, OutputError
+    from facecomp.video import VideoConfig
+
+    out = tmp_path / "o.png"
+    write_image(out, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(OutputError, match=r"pass `overwrite=True` to replace it") as e:
+        write_image(out, np.zeros((4, 4, 3), np.uint8))
+    assert "--" not in str(e.value)
+    for make, name in ((lambda: PhotoConfig(min_face=-1), "`min_face`"),
+                       (lambda: VideoConfig(crf=99), "`crf`"),
+                       (lambda: VideoConfig(generate_every=0), "`generate_every`")):
+        with pytest.raises(ConfigError) as e:
+            make()
+        assert name in str(e.value) and "--" not in str(e.value), str(e.value)
+    assert _flags("pass `overwrite=True` or `skip_existing=True`; `min_face` 16; "
+                  "`facecomp calibrate`") == ("pass --overwrite or --skip-existing; --min-face "
+                                              "16; `facecomp calibrate`")
+    done = tmp_path / "done.jpg"
+    assert _run("photo", photo, "-o", done, "--model", invert_model).exit_code == 0
+    r = _run("photo", photo, "-o", done, "--model", invert_model)
+    assert r.exit_code == 1
+    one_error_line(r, "pass --overwrite to replace it")
+    assert "`" not in r.output

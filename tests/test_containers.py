@@ -301,7 +301,7 @@ def test_impossible_pairs_and_bad_ranges_are_one_line_before_decoding(mp4, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("a.")]
     with pytest.raises(ConfigError, match="cannot hold"):
         plan_output(".avi", "vp9")
-    with pytest.raises(ConfigError, match="--crf"):
+    with pytest.raises(ConfigError, match="`crf`"):
         plan_output(".mp4", crf=60)
 
 

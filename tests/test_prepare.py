@@ -134,7 +134,7 @@ def test_age_ranges(text, low, high):
 
 @pytest.mark.parametrize("text", ["30-18", "abc", "", "-30", "18-30-40", "1.5"])
 def test_bad_age_ranges_are_config_errors(text):
-    with pytest.raises(ConfigError, match="--age"):
+    with pytest.raises(ConfigError, match="`age`"):
         PrepareConfig(age=text)
 
 
@@ -200,9 +200,9 @@ def test_rerun_skips_what_is_done_and_another_size_is_refused(detector, tmp_path
     assert counting.calls == 0
     assert {p: p.stat().st_mtime_ns for p in sorted(out.rglob("*.png"))} == mtimes
 
-    with pytest.raises(ConfigError, match="--size 64.*--size 96.*another OUT"):
+    with pytest.raises(ConfigError, match="`size` 64.*`size` 96.*another OUT"):
         prepare(src, out, PrepareConfig(size=96, keep="all"), detector=detector)
-    with pytest.raises(ConfigError, match="--keep"):
+    with pytest.raises(ConfigError, match="`keep`"):
         prepare(src, out, PrepareConfig(size=64, keep="largest"), detector=detector)
 
 

@@ -108,7 +108,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(domains, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(tiny(domains, whole, max_steps=7))
     train(tiny(domains, split, max_steps=3))
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="`resume=True`"):
         train(tiny(domains, split, max_steps=7))
     train(tiny(domains, split, max_steps=7), resume=True)
     a, b = _state_digests(whole), _state_digests(split)
@@ -180,7 +180,7 @@ def test_bad_inputs_are_clear_errors(domains, tmp_path):
         train(tiny(domains, tmp_path / "r1", a=str(empty)))
     with pytest.raises(InputError, match="no such folder"):
         train(tiny(domains, tmp_path / "r2", b=str(tmp_path / "missing")))
-    with pytest.raises(InputError, match="batch-size is 8"):
+    with pytest.raises(InputError, match="`batch_size` is 8"):
         train(tiny(domains, tmp_path / "r3", batch_size=8))
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -322,7 +322,7 @@ def test_runs_saved_before_the_upsample_option_resume_with_transposed_convs(doma
     new = train(tiny(domains, tmp_path / "new", max_steps=1))
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in new.G_A.modules())
     assert read_info(resolve_model(str(tmp_path / "new"), "B2A")).arch_args["upsample"] == "resize"
-    with pytest.raises(ConfigError, match="--upsample must be one of"):
+    with pytest.raises(ConfigError, match="`upsample` must be one of"):
         tiny(domains, tmp_path, upsample="deconv")
 
 
