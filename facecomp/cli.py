@@ -46,6 +46,8 @@ def _flags(text: str) -> str:
 
 
 def _echo(message: object = "", **kwargs) -> None:
+    """A library message (an error, a warning, a summary) on the command line; data the
+    command prints (a model list, a config, figures) goes out through typer.echo as it is."""
     typer.echo(_flags(str(message)), **kwargs)
 
 
@@ -159,7 +161,7 @@ OverwriteOpt = Annotated[bool, typer.Option(
 
 def _version(value: bool) -> None:
     if value:
-        _echo(f"facecomp {__version__}")
+        typer.echo(f"facecomp {__version__}")
         raise typer.Exit()
 
 
@@ -498,16 +500,16 @@ def models(
         entries += [(e.path, e.info) for e in list_models()]
         if not entries:
             dirs = ", ".join(str(d) for d in search_path())
-            _echo(f"no models found (searched {dirs})")
+            typer.echo(f"no models found (searched {dirs})")
             return 0
         for path, info in entries:
             arch = ", ".join(f"{k}={v}" for k, v in sorted(info.arch_args.items()))
-            _echo(f"{info.name}  {info.direction}: {info.source} -> {info.target}  "
+            typer.echo(f"{info.name}  {info.direction}: {info.source} -> {info.target}  "
                        f"crop {info.crop_size}px  {info.architecture}({arch})  "
                        f"template {info.template.name}")
-            _echo(f"    {path}")
+            typer.echo(f"    {path}")
             if info.description:
-                _echo(f"    {info.description}")
+                typer.echo(f"    {info.description}")
         return 0
 
     raise typer.Exit(_guard(run))
@@ -713,7 +715,7 @@ def train(
 
             cfg = dataclasses.replace(cfg, template=training.data_template(cfg.a, cfg.b))
         if dry_run:
-            _echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
+            typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
             return 0
         bar = _TrainBar()
         try:
@@ -765,9 +767,9 @@ def evaluate(
             check_output(json_out, overwrite)
         report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
                               batch_size=batch_size, identity=identity, overwrite=overwrite)
-        _echo(report.summary())
+        typer.echo(report.summary())
         if grid is not None:
-            _echo(f"grid: {grid}")
+            typer.echo(f"grid: {grid}")
         if json_out is not None:
             from .io import atomic_path
 
@@ -803,8 +805,8 @@ def calibrate(
                                  batch_size=batch_size, write=not dry_run)
         for direction, (path, cal) in curves.items():
             points = ", ".join(f"{s:g}: {d:+.1f}" for s, d in zip(cal.strengths, cal.shifts))
-            _echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
-            _echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
+            typer.echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
+            typer.echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
         return 0
 
     raise typer.Exit(_guard(run))

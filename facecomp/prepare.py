@@ -65,7 +65,6 @@ GENDERS = ("male", "female")  # UTKFace codes 0 and 1
 FORMATS = {"png": ".png", "jpg": ".jpg"}
 JPEG_QUALITY = 95
 
-_FLAGS = {"size": "`size`", "template": "`template`", "keep": "`keep`"}
 _LABELLED_NAME = re.compile(r"(\d{1,3})_([01])_(\d+)", re.ASCII)
 _AGE_RANGE = re.compile(r"(\d{1,3})(?:(-)(\d{1,3})?)?", re.ASCII)
 
@@ -555,8 +554,8 @@ def _check_settings(records: dict[str, dict], config: PrepareConfig, out: Path) 
     for rec in records.values():
         diff = [k for k, v in want.items() if rec.get(k) != v]
         if diff:
-            made = ", ".join(f"{_FLAGS[k]} {rec.get(k)}" for k in diff)
-            asked = ", ".join(f"{_FLAGS[k]} {want[k]}" for k in diff)
+            made = ", ".join(f"`{k}` {rec.get(k)}" for k in diff)
+            asked = ", ".join(f"`{k}` {want[k]}" for k in diff)
             raise ConfigError(f"OUT {out} holds crops made with {made}, not {asked}; choose "
                               "another OUT for these settings")
 

@@ -148,9 +148,7 @@ class SteadyChange:
         if self.tau <= 0:
             return translated
         if step.fresh or prev is None:
-            change = translated.astype(np.float32) - x
-            coarse = cv2.GaussianBlur(change, (0, 0), BAND_SHARE * x.shape[0])
-            self._change[step.track_id] = _Change(coarse, change - coarse)
+            self._change[step.track_id] = _Change(*_bands(translated, x))
             return translated
         carried = cv2.remap(prev.coarse, *step.maps, cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
@@ -160,9 +158,7 @@ class SteadyChange:
             fine = cv2.remap(prev.fine, *step.maps, cv2.INTER_CUBIC,
                              borderMode=cv2.BORDER_REPLICATE)
         else:
-            change = translated.astype(np.float32) - x
-            coarse = cv2.GaussianBlur(change, (0, 0), BAND_SHARE * x.shape[0])
-            fine = change - coarse
+            coarse, fine = _bands(translated, x)
             a = 1.0 - math.exp(-step.dt / self.tau)
             w = a + (1.0 - a) * (1.0 - np.exp(-np.square(step.changed / self.reset)))
             steady = carried + w[..., None] * (coarse - carried)
@@ -180,3 +176,11 @@ class SteadyChange:
         for store in (self._seen, self._change):
             for k in [k for k in store if k not in track_ids]:
                 del store[k]
+
+
+def _bands(translated: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The generator's change ``translated - x``: its coarse band (Gaussian sigma BAND_SHARE
+    of the crop's side, the part averaged over time) and the rest, the fine band."""
+    change = translated.astype(np.float32) - x
+    coarse = cv2.GaussianBlur(change, (0, 0), BAND_SHARE * x.shape[0])
+    return coarse, change - coarse

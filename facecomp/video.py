@@ -355,9 +355,11 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
     tracker = Tracker(c.track)
     smoother = ColorSmoother(c.color_smoothing)
     age_smoother = AgeSmoother(c.age_smoothing)
-    steady = SteadyChange(c.steady, every=c.generate_every,
-                          region=color_mask(pipeline.align.crop_size, pipeline.align.template,
-                                            pipeline.config.blend))
+    # the solid part of the face mask in crop space: where colours are matched and where the
+    # steady change counts how much a face changed
+    face_region = color_mask(pipeline.align.crop_size, pipeline.align.template,
+                             pipeline.config.blend)
+    steady = SteadyChange(c.steady, every=c.generate_every, region=face_region)
     ids: set[int] = set()
     try:
         batch: list[tuple[_Frame, list, list[int]]] = []
@@ -383,16 +385,16 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
             batch.append((item, [tr.face for tr in live], [tr.id for tr in live]))
             index += 1
             if len(batch) >= c.batch_frames:
-                _flush(batch, pipeline, smoother, age_smoother, steady, timings, report, q_out,
-                       put, pending_audio)
+                _flush(batch, pipeline, smoother, age_smoother, steady, face_region, timings,
+                       report, q_out, put, pending_audio)
                 live_ids = {tr.id for tr in tracker.tracks}
                 for s in (smoother, age_smoother, steady):
                     s.keep_only(live_ids)
                 batch, pending_audio = [], []
                 if on_progress is not None:
                     on_progress(report.frames, total)
-        _flush(batch, pipeline, smoother, age_smoother, steady, timings, report, q_out, put,
-               pending_audio)
+        _flush(batch, pipeline, smoother, age_smoother, steady, face_region, timings, report,
+               q_out, put, pending_audio)
         if on_progress is not None:
             on_progress(report.frames, total)
     except BaseException:
@@ -445,7 +447,8 @@ def _new(faces: list, known: list) -> list:
 
 
 def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother,
-           steady: SteadyChange, timings, report: VideoReport, q_out, put, pending_audio) -> None:
+           steady: SteadyChange, face_region: np.ndarray, timings, report: VideoReport, q_out,
+           put, pending_audio) -> None:
     """Align, translate (one generator call per direction for the whole batch), steady each
     track's change, blend and send on. With a target age, each track's smoothed estimated age
     sets its direction and strength."""
@@ -475,8 +478,7 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
     keep = pipeline.keep_weights(all_crops) if crops else None
     start = 0
     blend = pipeline.config.blend
-    where = color_mask(pipeline.align.crop_size, pipeline.align.template, blend) \
-        if blend.color_match else None
+    where = face_region if blend.color_match else None
     for (frame, _, track_ids), (frame_crops, frame_faces) in zip(batch, aligned):
         n = len(frame_crops)
         rgb = frame.rgb
@@ -543,7 +545,7 @@ def _demux(inp, vs, audio, c: VideoConfig, origin: float, timings, notes: dict[s
                 continue
             try:
                 decoded = packet.decode()
-            except (av.error.InvalidDataError, ValueError):
+            except av.error.InvalidDataError:
                 # one damaged packet: FFmpeg's decoder drops it and conceals what follows from
                 # the frames it has, as ffmpeg does; the count is reported at the end
                 if packet.size:
