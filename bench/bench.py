@@ -1102,7 +1102,7 @@ def git_commit() -> str | None:
 
 
 def machine() -> dict[str, Any]:
-    from facecomp.translate import cpu_name
+    from facecomp.device import cpu_name
 
     flags = cpu_flags()
     cuda = torch.cuda.is_available()

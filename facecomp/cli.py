@@ -459,7 +459,8 @@ def _photo_config(model, direction, blend, color_match, device, precision, batch
     """The PhotoConfig that the photo and video options describe."""
     from .blend import BlendConfig
     from .detect import DetectConfig
-    from .pipeline import FaceSelection, PhotoConfig
+    from .face import FaceSelection
+    from .pipeline import PhotoConfig
     from .target import AgeTarget
     from .translate import TranslateConfig
 

@@ -477,7 +477,7 @@ def _unturn(found: tuple, turns: int, turned_shape: tuple[int, ...]) -> tuple:
 def _merge(found: list[tuple], extra: list[tuple], iou: float = 0.3) -> list[tuple]:
     """``found`` plus each detection of ``extra`` (best score first) that overlaps none kept
     by more than ``iou`` and whose centre lies in no kept box."""
-    from .track import box_iou
+    from .geometry import box_iou
 
     kept = list(found)
     for f in sorted(extra, key=lambda f: -f[1]):

@@ -26,3 +26,17 @@ class ModelError(FaceCompError):
 
 class ConfigError(FaceCompError):
     """An option or setting is out of range or inconsistent (a usage error: exit code 2)."""
+
+
+class TrainingDiverged(FaceCompError):
+    """A loss became NaN or infinite (the last good checkpoint is kept)."""
+
+
+class PartialVideo(InputError):
+    """The input video broke off mid-way; the frames up to there were written. ``report`` is
+    the run's :class:`facecomp.video.VideoReport`."""
+
+    def __init__(self, report) -> None:
+        super().__init__(f"{report.src}: {report.error}; wrote the {report.frames} frames "
+                         f"before it to {report.dst}")
+        self.report = report

@@ -144,3 +144,12 @@ def crop_corners(image_from_crop: np.ndarray, crop_size: int) -> np.ndarray:
     lo, hi = -0.5, crop_size - 0.5
     corners = np.array([[lo, lo], [hi, lo], [hi, hi], [lo, hi]])
     return transform_points(image_from_crop, corners)
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes; 0 when both are empty."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

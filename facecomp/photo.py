@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ConfigError, FaceCompError, InputError, OutputError
-from .io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, atomic_path, is_image_path,
+from .errors import ConfigError, FaceCompError, OutputError
+from .io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, atomic_path,
                  list_images, read_image, write_image)
 from .pipeline import FaceComp, PhotoResult
 

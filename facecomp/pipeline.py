@@ -7,7 +7,6 @@ streams several and pools their crops so the generator always sees full batches.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
@@ -20,75 +19,13 @@ from .blend import BlendConfig, Patch, paste_faces
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
 from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
-from .face import Face
+from .face import Face, FaceSelection
+from .geometry import box_iou
 from .target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
-from .track import box_iou
-from .translate import TranslateConfig, Translator, resolve_device
+from .device import resolve_device
+from .translate import TranslateConfig, Translator
 
 log = logging.getLogger(__name__)
-
-
-_AGE_CONDITION = re.compile(r"age\s*(<=|>=|<|>)\s*(\d{1,3}(?:\.\d+)?)", re.ASCII)
-_COMPARE = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
-            ">=": lambda a, b: a >= b}
-
-
-@dataclass(frozen=True)
-class FaceSelection:
-    """Which detected faces to translate: ``all``, ``largest``, 1-based indices (left to
-    right, as numbered in the --debug image), or faces whose estimated age meets every condition
-    (``age<40``, ``age>=20,age<40``)."""
-
-    mode: str = "all"
-    indices: tuple[int, ...] = ()
-    ages: tuple[tuple[str, float], ...] = ()  # (operator, years), all must hold
-
-    @property
-    def needs_ages(self) -> bool:
-        return self.mode == "age"
-
-    @classmethod
-    def parse(cls, text: str) -> "FaceSelection":
-        t = text.strip().lower()
-        if t in ("all", "largest"):
-            return cls(t)
-        if t.startswith("age"):
-            conds = []
-            for part in t.split(","):
-                m = _AGE_CONDITION.fullmatch(part.strip())
-                if m is None:
-                    raise ConfigError(f"`faces`: an age condition looks like age<40, age>=60 "
-                                      f"or age>=20,age<40, got {text!r}")
-                conds.append((m.group(1), float(m.group(2))))
-            return cls("age", ages=tuple(conds))
-        try:
-            idx = tuple(sorted({int(v) for v in t.split(",") if v.strip()}))
-        except ValueError:
-            idx = ()
-        if not idx or min(idx) < 1:
-            raise ConfigError(f"`faces` takes all, largest or face numbers like 1,3 (from 1), "
-                              f"got {text!r}")
-        return cls("indices", idx)
-
-    def select(self, faces: list[Face], ages: list[float] | None = None) -> list[int]:
-        """Indices of the chosen faces; an age selection needs each face's estimated age."""
-        if not faces:
-            return []
-        if self.mode == "all":
-            return list(range(len(faces)))
-        if self.mode == "largest":
-            return [int(np.argmax([f.size for f in faces]))]
-        if self.mode == "age":
-            if ages is None or len(ages) != len(faces):
-                raise ValueError("an age selection needs one estimated age per face")
-            return [i for i, a in enumerate(ages)
-                    if all(_COMPARE[op](a, v) for op, v in self.ages)]
-        missing = [i for i in self.indices if i > len(faces)]
-        if missing:
-            log.warning("face number%s %s not found: the image has %d face%s",
-                        "s" if len(missing) > 1 else "", ",".join(map(str, missing)), len(faces),
-                        "" if len(faces) == 1 else "s")
-        return [i - 1 for i in self.indices if i <= len(faces)]
 
 
 @dataclass(frozen=True)

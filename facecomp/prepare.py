@@ -48,11 +48,12 @@ import numpy as np
 from .align import AlignConfig, align_face
 from .detect import DetectConfig, Detector, MTCNNDetector
 from .errors import ConfigError, FaceCompError, InputError, OutputError
+from .face import FaceSelection
 from .geometry import FACECOMP_V1, Template, crop_corners, invert_affine
 from .io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image,
                  remove_stale_temporaries, write_image)
-from .pipeline import FaceSelection
-from .translate import TranslateConfig, resolve_device
+from .device import resolve_device
+from .translate import TranslateConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .face import Face
+from .geometry import box_iou
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,6 @@ class Track:
     face: Face  # the latest face, with smoothed landmarks
     missed: int = 0
     filter: OneEuroFilter | None = field(default=None, repr=False)
-
-
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 class Tracker:

@@ -48,11 +48,12 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import ModelInfo, save_generator
-from .errors import ConfigError, FaceCompError, InputError, OutputError
+from .errors import ConfigError, InputError, OutputError, TrainingDiverged
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
 from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator
-from .translate import PRECISIONS, resolve_device, resolve_dtype, to_uint8
+from .device import PRECISIONS, resolve_device, resolve_dtype
+from .translate import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -445,10 +446,6 @@ def _backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> No
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-
-
-class TrainingDiverged(FaceCompError):
-    """A loss became NaN or infinite."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,11 +31,12 @@ from .align import align_faces
 from .blend import ColorTransform, color_mask, color_transform, paste_faces
 from .containers import OutputPlan, check_encoding, plan_output
 from .encode import AudioOut, VideoOut, carry_tags, to_rgb
-from .errors import ConfigError, InputError, OutputError
+from .errors import ConfigError, InputError, OutputError, PartialVideo
 from .io import atomic_path
 from .pipeline import FaceComp
 from .steady import SteadyChange
-from .track import TrackConfig, Tracker, box_iou
+from .geometry import box_iou
+from .track import TrackConfig, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -235,15 +236,6 @@ def translate_video(src: str | Path, dst: str | Path, pipeline: FaceComp,
                     "file may be cut short); the output has %d frames", src, report.frames,
                     total, report.frames)
     return report
-
-
-class PartialVideo(InputError):
-    """The input broke off mid-way; the frames up to there were written."""
-
-    def __init__(self, report: VideoReport) -> None:
-        super().__init__(f"{report.src}: {report.error}; wrote the {report.frames} frames "
-                         f"before it to {report.dst}")
-        self.report = report
 
 
 def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConfig,

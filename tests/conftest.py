@@ -113,3 +113,72 @@ def one_error_line(result, *needles: str) -> str:
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]
+
+
+#: the tiny network and schedule for command-line training tests
+TINY_FLAGS = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "8", "--n-layers-d",
+              "2", "--n-epochs", "1", "--n-epochs-decay", "1", "--epoch-size", "2",
+              "--workers", "0", "--precision", "fp32", "--name", "tiny"]
+
+
+class CountingGenerator(torch.nn.Module):
+    """Wraps a generator and records the batch sizes it was called with."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.inner(x)
+
+
+def make_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True) -> None:
+    """An H.264 clip of ``frames`` (RGB) at ``fps``, with a 440 Hz mono AAC tone unless
+    ``audio`` is False."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
+        vs.pix_fmt = "yuv420p"
+        vs.options = {"crf": "12", "preset": "ultrafast"}
+        if audio:
+            aus = out.add_stream("aac", rate=44100)
+            aus.layout = "mono"
+        for i, img in enumerate(frames):
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if audio:
+            n = int(44100 * len(frames) / fps)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
+            for k in range(0, n, 1024):
+                chunk = tone[k:k + 1024][None]
+                af = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                af.sample_rate = 44100
+                af.pts = k
+                for p in aus.encode(af):
+                    out.mux(p)
+            for p in aus.encode(None):
+                out.mux(p)
+
+
+def moving_face_frames(n: int = 40, width: int = 320, height: int = 240) -> list[np.ndarray]:
+    """``n`` frames of the sample astronaut's head growing and moving right over a flat
+    background."""
+    import cv2
+
+    W, H = width, height
+    face = load_rgb(SAMPLES / "portrait.jpg")[40:300, 110:340]  # the astronaut's head
+    frames = []
+    for k in range(n):
+        s = 0.55 + 0.15 * k / n
+        f = cv2.resize(face, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        bg = np.full((H, W, 3), (90, 120, 150), np.uint8)
+        x, y = 20 + 3 * k, 10
+        h, w = min(f.shape[0], H - y), min(f.shape[1], W - x)
+        bg[y:y + h, x:x + w] = f[:h, :w]
+        frames.append(bg)
+    return frames

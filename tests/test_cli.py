@@ -224,7 +224,8 @@ def test_skip_existing_continues_an_interrupted_folder_run(tmp_path, invert_mode
 
 
 def test_face_numbers_beyond_the_photo_warn(group_image, detector, invert_model, caplog):
-    from facecomp.pipeline import FaceComp, FaceSelection, PhotoConfig
+    from facecomp.face import FaceSelection
+    from facecomp.pipeline import FaceComp, PhotoConfig
 
     fc = FaceComp(PhotoConfig(model=str(invert_model), faces=FaceSelection.parse("2,9")),
                   detector=detector)

@@ -3,7 +3,6 @@ bit-identical), the source's quantisation tables, chroma subsampling and markers
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

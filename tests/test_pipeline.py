@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from facecomp.errors import ConfigError
-from facecomp.pipeline import FaceComp, FaceSelection, PhotoConfig
+from facecomp.face import FaceSelection
+from facecomp.pipeline import FaceComp, PhotoConfig
 from facecomp.translate import TranslateConfig
 
-from .conftest import Identity, Invert, load_rgb, make_info, media
-from .test_translate import Counting
+from .conftest import CountingGenerator, Identity, Invert, load_rgb, make_info, media
 
 
 def _fc(detector, gen=None, **kw):
@@ -37,7 +37,7 @@ def test_identity_generator_leaves_the_photo_as_it_was(detector, group_image):
 
 def test_photos_share_batches_and_match_one_at_a_time(detector, group_image):
     flipped = np.ascontiguousarray(group_image[:, ::-1])
-    gen = Counting(Invert())
+    gen = CountingGenerator(Invert())
     fc = _fc(detector, gen, translate=TranslateConfig(device="cpu", batch_size=16))
     together = list(fc.process_many([group_image, flipped]))
     assert gen.calls == [12]  # 6 + 6 crops of two photos in one pass
@@ -48,7 +48,7 @@ def test_photos_share_batches_and_match_one_at_a_time(detector, group_image):
 
 def test_a_photo_with_30_plus_faces_is_processed_in_chunks(detector, group_image):
     big = np.concatenate([np.concatenate([group_image] * 3, axis=1)] * 2, axis=0)  # 36 faces
-    gen = Counting(Invert())
+    gen = CountingGenerator(Invert())
     r = _fc(detector, gen, translate=TranslateConfig(device="cpu", batch_size=8)).process(big)
     assert len(r.translated) >= 34
     assert max(gen.calls) <= 8 and sum(gen.calls) == len(r.translated)
@@ -58,7 +58,7 @@ def test_a_photo_with_30_plus_faces_is_processed_in_chunks(detector, group_image
 
 def test_hundred_face_staff_photo(detector):
     img = load_rgb(media("group_20_staff_photo_100faces.jpg"))
-    gen = Counting(Invert())
+    gen = CountingGenerator(Invert())
     r = _fc(detector, gen, min_face=0,
             translate=TranslateConfig(device="cpu", batch_size=32)).process(img)
     assert len(r.translated) >= 90 and max(gen.calls) <= 32

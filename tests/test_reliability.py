@@ -224,7 +224,7 @@ def test_a_corrupt_model_file_is_one_line_and_exit_2(tmp_path, invert_model):
 
 def test_a_video_with_a_corrupt_middle_skips_the_damaged_packet(tmp_path, invert_model, caplog):
     av = pytest.importorskip("av")
-    from .test_video import make_clip, moving_face_frames
+    from .conftest import make_clip, moving_face_frames
 
     clip = tmp_path / "clip.mp4"
     make_clip(clip, moving_face_frames(40), audio=False)
@@ -272,7 +272,7 @@ def test_training_killed_at_random_moments_resumes_cleanly(tmp_path):
     """SIGKILL a real training process at several moments (saving every step, so kills land
     during saves too); every resume must load and the run must finish with one stats line per
     step and readable generators."""
-    from .test_train import TINY_FLAGS
+    from .conftest import TINY_FLAGS
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

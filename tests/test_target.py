@@ -17,10 +17,11 @@ from facecomp.cli import app
 from facecomp.errors import ConfigError
 from facecomp.evaluate import calibrate_model
 from facecomp.geometry import FACECOMP_V1
-from facecomp.pipeline import FaceComp, FaceSelection, PhotoConfig
+from facecomp.face import FaceSelection
+from facecomp.pipeline import FaceComp, PhotoConfig
 from facecomp.target import AgeTarget, Calibration, plan_face
 
-from .conftest import SAMPLES, Shift, make_info, one_error_line
+from .conftest import Shift, make_info, one_error_line
 
 
 class BrightnessAge:

@@ -9,7 +9,8 @@ import pytest
 from facecomp.errors import ConfigError
 from facecomp.face import Face
 from facecomp.geometry import FACECOMP_V1
-from facecomp.track import OneEuroFilter, TrackConfig, Tracker, box_iou
+from facecomp.geometry import box_iou
+from facecomp.track import OneEuroFilter, TrackConfig, Tracker
 
 FPS = 30.0
 

@@ -18,7 +18,7 @@ from facecomp.checkpoint import load_generator, read_info, resolve_model
 from facecomp.errors import ConfigError, InputError
 from facecomp.train import TrainConfig, train, weights_digest
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, TINY_FLAGS
 
 
 @pytest.fixture(scope="module")
@@ -246,11 +246,6 @@ def test_the_template_comes_from_the_prepared_folders(domains, tmp_path):
          "template": "facecomp-v1", "keep": "largest"}) + "\n")
     with pytest.raises(ConfigError, match="different templates"):
         train(tiny((a, b), tmp_path / "run2", max_steps=1))
-
-
-TINY_FLAGS = ["--size", "32", "--ngf", "4", "--n-blocks", "1", "--ndf", "8", "--n-layers-d",
-              "2", "--n-epochs", "1", "--n-epochs-decay", "1", "--epoch-size", "2",
-              "--workers", "0", "--precision", "fp32", "--name", "tiny"]
 
 
 def test_cli_dry_run_config_file_and_overrides(domains, tmp_path):

@@ -10,19 +10,7 @@ from facecomp.errors import ConfigError
 from facecomp.networks import ResnetGenerator
 from facecomp.translate import TranslateConfig, Translator, to_tensor, to_uint8
 
-from .conftest import Invert
-
-
-class Counting(torch.nn.Module):
-    """Wraps a generator and records the batch sizes it was called with."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner, self.calls = inner, []
-
-    def forward(self, x):
-        self.calls.append(x.shape[0])
-        return self.inner(x)
+from .conftest import CountingGenerator, Invert
 
 
 def _crops(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -54,10 +42,10 @@ def test_batched_and_one_by_one_give_the_same_pixels():
 
 
 def test_many_crops_go_through_in_chunks_of_the_batch_size():
-    gen = Counting(Invert())
+    gen = CountingGenerator(Invert())
     out = Translator(gen, TranslateConfig(device="cpu", batch_size=8))(_crops(35))
     assert gen.calls == [8, 8, 8, 8, 3] and out.shape == (35, 32, 32, 3)
-    gen = Counting(Invert())  # the CPU default: 8 (larger batches fall out of the cache)
+    gen = CountingGenerator(Invert())  # the CPU default: 8 (larger batches fall out of the cache)
     Translator(gen, TranslateConfig(device="cpu"))(_crops(20))
     assert gen.calls == [8, 8, 4]
 
@@ -108,23 +96,23 @@ def test_the_generator_norm_is_instance_norm(channels_last, n):
 
 
 def test_auto_precision_on_the_cpu_is_measured_once_and_remembered(tmp_path, monkeypatch):
-    from facecomp import translate
+    from facecomp import device
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv(translate.CPU_BF16_ENV, raising=False)
+    monkeypatch.delenv(device.CPU_BF16_ENV, raising=False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     calls = []
-    monkeypatch.setattr(translate, "_measure_bf16_speedup", lambda: calls.append(1) or 1.9)
-    translate.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(device, "_measure_bf16_speedup", lambda: calls.append(1) or 1.9)
+    device.cpu_bf16_is_faster.cache_clear()
     try:
-        assert translate.cpu_bf16_is_faster() is True
-        assert translate.resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
-        translate.cpu_bf16_is_faster.cache_clear()  # a new process: read from the cache file
-        monkeypatch.setattr(translate, "_measure_bf16_speedup", lambda: 0.5)
-        assert translate.cpu_bf16_is_faster() is True and calls == [1]
-        translate.cpu_bf16_is_faster.cache_clear()
-        monkeypatch.setenv(translate.CPU_BF16_ENV, "0")
-        assert translate.resolve_dtype("auto", torch.device("cpu")) == torch.float32
-        assert translate.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+        assert device.cpu_bf16_is_faster() is True
+        assert device.resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+        device.cpu_bf16_is_faster.cache_clear()  # a new process: read from the cache file
+        monkeypatch.setattr(device, "_measure_bf16_speedup", lambda: 0.5)
+        assert device.cpu_bf16_is_faster() is True and calls == [1]
+        device.cpu_bf16_is_faster.cache_clear()
+        monkeypatch.setenv(device.CPU_BF16_ENV, "0")
+        assert device.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+        assert device.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
     finally:
-        translate.cpu_bf16_is_faster.cache_clear()
+        device.cpu_bf16_is_faster.cache_clear()

@@ -20,51 +20,10 @@ from facecomp.pipeline import FaceComp, PhotoConfig  # noqa: E402
 from facecomp.track import TrackConfig  # noqa: E402
 from facecomp.video import VideoConfig, translate_video  # noqa: E402
 
-from .conftest import SAMPLES, Invert, load_rgb, make_info, media  # noqa: E402
+from .conftest import (SAMPLES, Invert, load_rgb, make_clip, make_info,  # noqa: E402
+                       media, moving_face_frames)
 
 W, H, FPS, N = 320, 240, 25, 40
-
-
-def make_clip(path: Path, frames: list[np.ndarray], fps: int = FPS, audio: bool = True) -> None:
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height = frames[0].shape[1], frames[0].shape[0]
-        vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": "12", "preset": "ultrafast"}
-        if audio:
-            aus = out.add_stream("aac", rate=44100)
-            aus.layout = "mono"
-        for i, img in enumerate(frames):
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-        if audio:
-            n = int(44100 * len(frames) / fps)
-            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
-            for k in range(0, n, 1024):
-                chunk = tone[k:k + 1024][None]
-                af = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                af.sample_rate = 44100
-                af.pts = k
-                for p in aus.encode(af):
-                    out.mux(p)
-            for p in aus.encode(None):
-                out.mux(p)
-
-
-def moving_face_frames(n: int = N) -> list[np.ndarray]:
-    face = load_rgb(SAMPLES / "portrait.jpg")[40:300, 110:340]  # the astronaut's head
-    frames = []
-    for k in range(n):
-        s = 0.55 + 0.15 * k / n
-        f = cv2.resize(face, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        bg = np.full((H, W, 3), (90, 120, 150), np.uint8)
-        x, y = 20 + 3 * k, 10
-        h, w = min(f.shape[0], H - y), min(f.shape[1], W - x)
-        bg[y:y + h, x:x + w] = f[:h, :w]
-        frames.append(bg)
-    return frames
 
 
 def probe(path: Path) -> dict:
