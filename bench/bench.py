@@ -4,6 +4,8 @@ The machine this runs on may be shared and noisy, so every headline figure is a 
 things timed in the same run, their samples taken in turn (a, b, a, b, ...), and every time is a
 median of repeats:
 
+``startup``     fresh-process wall times: ``facecomp --help``, ``import torch``, a ready detector,
+                and one photo end to end against the work it reports (what start-up costs).
 ``conv_peak``   the machine's own conv rate: one large 3x3 conv (N=8, 128->128 channels, 64x64,
                 channels_last) in fp32 and bf16 (CUDA: fp32, fp16, bf16). FLOPs are counted
                 once with ``torch.utils.flop_counter.FlopCounterMode``; GFLOP/s = FLOPs / median.
@@ -53,6 +55,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -74,7 +77,7 @@ SHARED_MEDIA = ROOT.parent / "shared" / "media"
 #: The largest group photos of ../shared/media by face count (see its PROVENANCE.md).
 SHARED_PHOTOS = ("group_20_staff_photo_100faces.jpg", "group_17_team_celebration.png",
                  "group_15_masked_crowd_hands.jpg")
-SECTIONS = ("conv_peak", "generator", "age", "photo", "composite", "video", "training")
+SECTIONS = ("startup", "conv_peak", "generator", "age", "photo", "composite", "video", "training")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -84,6 +87,7 @@ class Settings:
 
     name: str = "full"
     repeats: int = 5  # timed samples per measurement (the median is reported)
+    startup_repeats: int = 3  # fresh processes per start-up figure
     warmup: int = 2
     min_sample_s: float = 0.05  # fast calls are looped until one sample takes this long
     conv: tuple[int, int, int] = (8, 128, 64)  # batch, channels, side of the peak conv
@@ -564,6 +568,49 @@ def reference_generator(s: Settings, build: Callable[..., nn.Module]) -> dict[st
 
 # ---------------------------------------------------------------------------------------------
 # 3. photo
+
+
+def wall_of(cmd: list[str], repeats: int) -> tuple[float, str]:
+    """Median wall time of ``cmd`` run ``repeats`` times in fresh processes, and its output."""
+    times, out = [], ""
+    for _ in range(repeats):
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        times.append(time.perf_counter() - t)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                               f"{proc.stderr.strip()[-800:]}")
+        out = proc.stdout + proc.stderr
+    return float(np.median(times)), out
+
+
+def startup_section(s: Settings, work: Path) -> dict[str, Any]:
+    """Fresh-process wall times: ``facecomp --help``, the bare imports under a photo run (the
+    floor a run cannot go below), and one photo (samples/group.jpg) end to end against the
+    work the command reports for it (detect + align + translate + blend + decode/encode)."""
+    py = sys.executable
+    n = s.startup_repeats
+    r: dict[str, Any] = {}
+    r["python_s"], _ = wall_of([py, "-c", "pass"], n)
+    r["help_s"], _ = wall_of([py, "-m", "facecomp", "--help"], n)
+    r["photo_help_s"], _ = wall_of([py, "-m", "facecomp", "photo", "--help"], n)
+    r["import_torch_s"], _ = wall_of([py, "-c", "import torch"], n)
+    probe = ("import sys, facecomp.cli; from facecomp.detect import MTCNNDetector; "
+             "MTCNNDetector(); print(sorted(m for m in ('torchvision', 'facenet_pytorch', "
+             "'torch._dynamo') if m in sys.modules))")
+    r["detector_ready_s"], loaded = wall_of([py, "-c", probe], n)
+    r["detector_pulls_in"] = loaded.strip().splitlines()[-1]
+    out = work / "startup.jpg"
+    photo = [py, "-m", "facecomp", "photo", str(SAMPLES / "group.jpg"), "-o", str(out),
+             "--overwrite"]
+    r["one_photo_wall_s"], said = wall_of(photo, n)
+    work_s = [float(v) for v in re.findall(r"translated \(([0-9.]+) s\)", said)]
+    r["one_photo_reported_work_s"] = work_s[-1] if work_s else None
+    if work_s:
+        r["one_photo_wall_minus_work_s"] = r["one_photo_wall_s"] - work_s[-1]
+    r["one_photo_wall_minus_work_minus_torch_s"] = (
+        r.get("one_photo_wall_minus_work_s", float("nan")) - r["import_torch_s"])
+    return r
 
 
 def photo_child(path: Path, out_dir: Path) -> dict[str, Any]:
@@ -1132,7 +1179,9 @@ def run(s: Settings, sections: tuple[str, ...] = SECTIONS,
             try:
                 if name in ("photo", "video") and not heads:
                     heads = head_images(s.group_heads)
-                if name == "conv_peak":
+                if name == "startup":
+                    results[name] = startup_section(s, work)
+                elif name == "conv_peak":
                     results[name] = peak = conv_peak_section(s)
                 elif name == "generator":
                     results[name] = generator_section(s)
@@ -1191,6 +1240,11 @@ def format_table(r: dict[str, Any]) -> str:
     for name in SECTIONS:
         if name in r and "error" in r[name]:
             lines.append(f"{name}: ERROR {r[name]['error']}")
+    st = r.get("startup", {})
+    if "help_s" in st:
+        lines.append(f"startup: --help {st['help_s']:.2f} s, import torch {st['import_torch_s']:.2f} s, "
+                     f"one photo {st['one_photo_wall_s']:.2f} s wall for "
+                     f"{_f(st.get('one_photo_reported_work_s'))} s of work")
     cp = r.get("conv_peak", {})
     for dev in devices():
         if dev in cp:

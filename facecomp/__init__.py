@@ -10,25 +10,47 @@ Data flows one way: image -> :class:`Face` records -> aligned crops + affine -> 
 
 __version__ = "0.1.0"
 
-from .align import AlignConfig, align_face, align_faces  # noqa: E402
-from .blend import BlendConfig, Patch, face_mask, paste_faces  # noqa: E402
-from .checkpoint import (ModelInfo, list_models, load_generator, read_info,  # noqa: E402
-                         resolve_model, save_generator)
-from .detect import DetectConfig, Detector, MTCNNDetector  # noqa: E402
-from .errors import ConfigError, FaceCompError, InputError, ModelError, OutputError  # noqa: E402
-from .face import Face  # noqa: E402
-from .geometry import FACECOMP_V1, Template  # noqa: E402
-from .io import LoadedImage, read_image, write_image  # noqa: E402
-from .networks import PatchDiscriminator, ResnetGenerator  # noqa: E402
-from .pipeline import FaceComp, FaceSelection, PhotoConfig, PhotoResult  # noqa: E402
-from .target import AgeTarget, Calibration  # noqa: E402
-from .translate import TranslateConfig, Translator  # noqa: E402
+# Names are loaded on first use (PEP 562), so ``import facecomp`` and ``facecomp --help`` do
+# not pay for torch, OpenCV and the detector; ``from facecomp import FaceComp`` works as ever.
+_WHERE = {
+    "align": ("AlignConfig", "align_face", "align_faces"),
+    "blend": ("BlendConfig", "Patch", "face_mask", "paste_faces"),
+    "checkpoint": ("ModelInfo", "list_models", "load_generator", "read_info", "resolve_model",
+                   "save_generator"),
+    "detect": ("DetectConfig", "Detector", "MTCNNDetector"),
+    "errors": ("ConfigError", "FaceCompError", "InputError", "ModelError", "OutputError"),
+    "face": ("Face", "FaceSelection"),
+    "geometry": ("FACECOMP_V1", "Template"),
+    "io": ("LoadedImage", "read_image", "write_image"),
+    "networks": ("PatchDiscriminator", "ResnetGenerator"),
+    "pipeline": ("FaceComp", "PhotoConfig", "PhotoResult"),
+    "target": ("AgeTarget", "Calibration"),
+    "translate": ("TranslateConfig", "Translator"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'facecomp' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
 
 
 def translate_photo(image, *, model: str | None = None, direction: str = "A2B", **options):
     """One-call convenience: translate the faces of an RGB uint8 array; returns the new array.
 
     ``options`` are PhotoConfig fields (e.g. ``min_face=24``)."""
+    from .pipeline import FaceComp, PhotoConfig
+
     return FaceComp(PhotoConfig(model=model, direction=direction, **options)).process(image).image
 
 

@@ -1,6 +1,7 @@
-"""Detect: image -> list of :class:`~facecomp.face.Face` records, with facenet-pytorch's MTCNN.
+"""Detect: image -> list of :class:`~facecomp.face.Face` records, with MTCNN (the nets and
+weights of facenet-pytorch, :mod:`facecomp.mtcnn`).
 
-This is the only module that imports facenet_pytorch. Large photos are detected on a copy whose
+Large photos are detected on a copy whose
 longer side is at most ``DetectConfig.max_side`` and the results are mapped back to full
 resolution, so detection time stays roughly flat as megapixels grow. Faces are returned numbered
 left to right (by box centre), the order used by ``--faces`` and the ``--debug`` drawing.
@@ -18,6 +19,7 @@ import torch
 
 from .errors import ConfigError
 from .face import Face
+from .mtcnn import PYRAMID_FACTOR, bbreg, crop_bounds, imresample, load_nets, nms, rerec
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +92,28 @@ def order_faces(faces: list[Face]) -> list[Face]:
 
 
 class MTCNNDetector:
-    """facenet-pytorch MTCNN behind the :class:`Detector` interface."""
+    """MTCNN behind the :class:`Detector` interface."""
 
     def __init__(self, config: DetectConfig | None = None, device: str = "cpu") -> None:
-        from facenet_pytorch import MTCNN  # the one place this dependency is imported
-
         self.config = config or DetectConfig()
         self.device = device
-        c = self.config
-        self._mtcnn = MTCNN(keep_all=True, min_face_size=c.min_face_size,
-                            thresholds=list(c.thresholds), post_process=False, device=device)
-        # channels_last weights make every conv's output channels_last, so P-Net's max-pooling
-        # takes the vectorised kernel: 1.6x faster per 720p frame on the CPU, same results.
-        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
-            net.to(memory_format=torch.channels_last)
+        self.nets = load_nets(device)
+        self._facenet = None
+
+    @property
+    def _mtcnn(self):
+        """facenet-pytorch's own MTCNN on this detector's nets, built on first use: off the CPU
+        its detection loop is the one measured on a GPU (and tests compare with it)."""
+        if self._facenet is None:
+            from facenet_pytorch import MTCNN  # imports torchvision: only where it is needed
+
+            c = self.config
+            m = MTCNN(keep_all=True, min_face_size=c.min_face_size,
+                      thresholds=list(c.thresholds), post_process=False,
+                      device=next(self.nets.pnet.parameters()).device)
+            m.pnet, m.rnet, m.onet = self.nets.pnet, self.nets.rnet, self.nets.onet
+            self._facenet = m
+        return self._facenet
 
     def detect(self, image: np.ndarray) -> list[Face]:
         small, scale = self._downscaled(image)
@@ -232,16 +242,12 @@ class MTCNNDetector:
         sampling grid and change borderline detections anywhere in it). R-Net and O-Net cut
         their crops with black outside the image as they always do.
         """
-        from facenet_pytorch.models.utils.detect_face import (batched_nms_numpy, bbreg,
-                                                               imresample, rerec)
-        from torchvision.ops.boxes import batched_nms
-
-        m = self._mtcnn
-        th = m.thresholds
+        m = self.nets
+        th = self.config.thresholds
         dev = next(m.pnet.parameters()).device
         h, w = img.shape[:2]
         pyramid = torch.as_tensor(img.copy(), device=dev).unsqueeze(0).permute(0, 3, 1, 2).float()
-        scale = 12.0 / (min_face_size or m.min_face_size)
+        scale = 12.0 / (min_face_size or self.config.min_face_size)
         side = min(h, w) * scale
         boxes_s, picks, offset = [], [], 0
         first = th[0] if first_threshold is None else first_threshold
@@ -251,16 +257,16 @@ class MTCNNDetector:
             if p:
                 im = torch.nn.functional.pad(im, (p, p, p, p))  # black (0 before scaling)
             reg, probs = m.pnet(_net_input(im, dev))
-            b, inds = _windows(reg, probs[:, 1], scale, first, p // 2)
+            b = _windows(reg, probs[:, 1], scale, first, p // 2)
             boxes_s.append(b)
-            picks.append(batched_nms(b[:, :4], b[:, 4], inds, 0.5) + offset)
+            picks.append(nms(b[:, :4], b[:, 4], 0.5) + offset)
             offset += b.shape[0]
-            scale *= m.factor
-            side *= m.factor
+            scale *= PYRAMID_FACTOR
+            side *= PYRAMID_FACTOR
         if not boxes_s:  # smaller than one 12 px window at the smallest face size
             return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)
         boxes = torch.cat(boxes_s)[torch.cat(picks)]
-        boxes = boxes[batched_nms(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7)]
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
                              boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
@@ -275,7 +281,7 @@ class MTCNNDetector:
             ok = score > th[1]
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
             reg = reg[ok]
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7)
+            pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
             boxes = rerec(bbreg(boxes[pick], reg[pick]))
         points = np.zeros((0, 5, 2), np.float32)
         if len(boxes):  # stage 3: O-Net on 48x48 crops, landmarks
@@ -288,7 +294,7 @@ class MTCNNDetector:
             boxes = torch.cat((boxes[ok, :4], score[ok].unsqueeze(1)), dim=1)
             pts = _landmarks(boxes, pts[ok])
             boxes = bbreg(boxes, reg[ok])
-            pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], _zeros(boxes), 0.7, "Min")
+            pick = nms(boxes[:, :4], boxes[:, 4], 0.7, "min")
             boxes, points = boxes[pick], pts[pick].cpu().numpy()
         return boxes.cpu().numpy().reshape(-1, 5), points
 
@@ -359,8 +365,6 @@ class MTCNNDetector:
     @torch.inference_mode()
     def _onet(self, small: np.ndarray, boxes: list[np.ndarray]) -> list[tuple | None]:
         """O-Net on each box of ``small``: (box, score, (5, 2) points) or None if rejected."""
-        from facenet_pytorch.models.utils.detect_face import bbreg, imresample, rerec
-
         if not boxes:
             return []
         t = torch.tensor(np.stack([np.append(np.asarray(b[:4], np.float64), 0.0)
@@ -377,8 +381,8 @@ class MTCNNDetector:
         crops = torch.cat([imresample(torch.from_numpy(_crop(small, x1 - 1, y1 - 1, x2, y2))
                                       .permute(2, 0, 1).unsqueeze(0).float(), (48, 48))
                            for x1, y1, x2, y2 in (corners[k] for k in ok)])
-        dev = next(self._mtcnn.onet.parameters()).device
-        reg, points, probs = (v.cpu() for v in self._mtcnn.onet(_net_input(crops, dev)))
+        dev = next(self.nets.onet.parameters()).device
+        reg, points, probs = (v.cpu() for v in self.nets.onet(_net_input(crops, dev)))
         t = t[ok]
         score = probs[:, 1]
         points = _landmarks(t, points)
@@ -430,9 +434,9 @@ def _coarse_copy(img: np.ndarray) -> np.ndarray:
 
 
 def _windows(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float,
-             offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+             offset: int) -> torch.Tensor:
     """P-Net's accepted 12 px windows as boxes in the image's frame, (N, 9): x1, y1, x2, y2,
-    score, four box corrections; and each box's image index. ``offset``: output cells of
+    score, four box corrections. ``offset``: output cells of
     padding before the image on each axis (P-Net's stride is 2 pixels), so window positions
     and their rounding match an unpadded level exactly (facenet-pytorch's
     ``generateBoundingBox`` with an offset)."""
@@ -445,7 +449,7 @@ def _windows(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: fl
     cells = where[:, 1:].type(reg.dtype).flip(1) - offset
     q1 = ((stride * cells + 1) / scale).floor()
     q2 = ((stride * cells + cell) / scale).floor()
-    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), where[:, 0]
+    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1)
 
 
 def _turn_points(pts: np.ndarray, turns: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -520,9 +524,7 @@ def _area_crops(img: np.ndarray, boxes: torch.Tensor, w: int, h: int,
     with a non-empty crop. Crops of one size are gathered and resampled together; area
     resampling sums whole uint8 pixels exactly in float32, so the numbers equal one call per
     crop."""
-    from facenet_pytorch.models.utils.detect_face import imresample, pad
-
-    y, ey, x, ex = pad(boxes, w, h)
+    y, ey, x, ex = crop_bounds(boxes, w, h)
     y0, x0 = y.astype(np.int64) - 1, x.astype(np.int64) - 1
     hs, ws = ey.astype(np.int64) - y0, ex.astype(np.int64) - x0
     keep = (hs > 0) & (ws > 0)
@@ -550,11 +552,6 @@ def _landmarks(boxes: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     px = wb[:, None] * pts[:, :5] + boxes[:, :1] - 1
     py = hb[:, None] * pts[:, 5:] + boxes[:, 1:2] - 1
     return torch.stack((px, py), dim=2)
-
-
-def _zeros(boxes: torch.Tensor) -> torch.Tensor:
-    """Image index 0 for every box (one image), on the boxes' device, for batched NMS."""
-    return torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
 
 
 def _in_chunks(net: torch.nn.Module, x: torch.Tensor, chunk: int) -> tuple:

@@ -45,7 +45,7 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     pytest.importorskip("av")
     bench = load_bench()
     tiny = dataclasses.replace(
-        bench.QUICK, name="tiny", repeats=1, warmup=1, min_sample_s=0.0, conv=(1, 16, 16),
+        bench.QUICK, name="tiny", repeats=1, startup_repeats=1, warmup=1, min_sample_s=0.0, conv=(1, 16, 16),
         gen_size=32, gen_batches=(1, 2), age_batches=(1, 2), ref_size=32, ref_ngf=8, ref_blocks=1,
         media_dir=str(tmp_path / "no-media"), synth_size=(400, 300), synth_faces=2,
         video_size=(192, 144), video_frames=3, video_faces=(1,), train_size=32, train_ngf=8,
@@ -85,6 +85,12 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     assert positive(ref["gflop_per_face"]) and ref["gflop_per_face"] > g["gflop_per_face"] / 100
     assert positive(ref["results"]["cpu"]["bf16"]["1"]["forward_faces_per_s"])
 
+    st = r["startup"]
+    assert all(positive(st[k]) for k in ("python_s", "help_s", "import_torch_s",
+                                          "one_photo_wall_s", "one_photo_reported_work_s"))
+    assert st["one_photo_wall_s"] > st["one_photo_reported_work_s"]
+    assert st["detector_pulls_in"] == "[]"
+
     a = r["age"]
     assert positive(a["mflop_per_face"]) and a["input_size"] >= 16
     assert all(positive(v["faces_per_s"]) for v in a["results"].values())
@@ -113,7 +119,7 @@ def test_bench_tiny_run_writes_complete_results(tmp_path: Path, one_thread) -> N
     assert positive(t["facecomp_over_textbook"])
 
     table = bench.format_table(r)
-    assert "training" in table and "conv peak" in table
+    assert "training" in table and "conv peak" in table and "startup" in table
 
 
 def test_bench_composite_section_on_a_real_jpeg(one_thread) -> None:

@@ -97,7 +97,7 @@ def test_channels_last_nets_find_what_plain_mtcnn_finds(detector, group_image):
     plain = MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds),
                   post_process=False)
     boxes, probs, points = plain.detect(group_image, landmarks=True)
-    assert detector._mtcnn.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert detector.nets.pnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     ours = detector.detect(group_image)
     order = np.argsort([(b[0] + b[2]) / 2 for b in boxes])
     assert len(ours) == len(boxes) == 6
@@ -328,3 +328,35 @@ def test_a_turned_group_photo_of_small_faces_is_found(detector):
     img = np.ascontiguousarray(np.rot90(load_rgb(media("group_07_solvay1927_gray.jpg")), 1))
     assert MTCNNDetector(PLAIN).detect(img) == []
     assert len(detector.detect(img)) >= 24  # of 29; 28 upright
+
+
+@pytest.mark.parametrize("method", ["union", "min"])
+def test_own_nms_keeps_what_torchvision_and_facenet_keep(method):
+    """The detector's NMS (no torchvision import at run time) keeps the same boxes, in the
+    same order, as torchvision's (union) and facenet-pytorch's (min), on clusters of windows
+    like P-Net's, with exact ties, empty boxes and a lone box."""
+    from facenet_pytorch.models.utils.detect_face import batched_nms_numpy
+    from torchvision.ops import nms as torchvision_nms
+
+    from facecomp.mtcnn import nms
+
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(0, 400, (30, 2))
+    xy = np.repeat(centres, 40, axis=0) + rng.normal(0, 6, (1200, 2))
+    side = rng.uniform(8, 40, (1200, 1))
+    boxes = np.concatenate([xy, xy + side], 1).astype(np.float32)
+    boxes[::97, 2:] = boxes[::97, :2]  # empty boxes
+    boxes = np.concatenate([boxes, [[900, 900, 930, 930]]]).astype(np.float32)
+    scores = rng.uniform(0.6, 1.0, len(boxes)).astype(np.float32)
+    if method == "union":  # many exact ties, which torchvision breaks in input order too
+        scores = scores.round(2)
+    b, s = torch.from_numpy(boxes), torch.from_numpy(scores)
+    for thr in (0.3, 0.5, 0.7):
+        ours = nms(b, s, thr, method)
+        if method == "union":
+            theirs = torchvision_nms(b, s, thr)
+            assert torch.equal(ours, theirs)
+        else:  # facenet's NMS returns the kept boxes in its own order: compare the sets
+            theirs = batched_nms_numpy(b, s, torch.zeros(len(b), dtype=torch.long), thr, "Min")
+            assert sorted(ours.tolist()) == sorted(theirs.tolist())
+        assert len(ours) < len(b) and (len(b) - 1) in ours.tolist()
