@@ -1,21 +1,25 @@
 """The pipeline on arrays: image -> faces -> aligned crops -> translated crops -> composited image.
 
 :class:`FaceComp` wires the stages together. ``process`` handles one image; ``process_many``
-streams several and pools their crops so the generator always sees full batches.
+streams several and pools their crops so the generator always sees full batches. Everything
+after detection is one method, :meth:`FaceComp.change` (align, translate in shared batches,
+keep occluders, paste), which photos, video frames and every other front end go through.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from torch import nn
 
 from .align import AlignConfig, align_faces
-from .blend import BlendConfig, Patch, paste_faces
+from .blend import (BlendConfig, ColorTransform, Patch, color_mask, face_mask, match_colors,
+                    paste_faces)
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
 from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
@@ -81,17 +85,39 @@ class PhotoResult:
         return full
 
 
+@dataclass(frozen=True, eq=False)
+class Changed:
+    """One image after :meth:`FaceComp.change`: the new image, where each face went (its
+    :class:`~facecomp.blend.Patch`), the faces with their crop affine, the aligned and
+    translated crops (as pasted, before blending) and seconds per stage."""
+
+    image: np.ndarray
+    patches: list[Patch]
+    aligned: list[Face]
+    crops: np.ndarray
+    translated: np.ndarray
+    timings: dict[str, float]
+    strengths: list[float]  # as pasted (fitted, with targets)
+    expected: list[float] | None = None  # with targets: the age each fitted face reads
+
+
+#: ``translate(crops, directions) -> translated``: replaces the generator call of
+#: :meth:`FaceComp.change` (video passes one that steadies each track's change)
+TranslateHook = Callable[[np.ndarray, list[str]], np.ndarray]
+#: ``color(k, translated_crop, original_crop) -> ColorTransform | None``: the colour match of
+#: the k-th face of the call (video smooths it along each track); None measures it as usual
+ColorHook = Callable[[int, np.ndarray, np.ndarray], "ColorTransform | None"]
+
+
 @dataclass
 class _Pending:
     image: np.ndarray
     faces: list[Face]
     chosen: list[int]
     small: list[int]
-    crops: np.ndarray
-    aligned: list[Face]
     timings: dict[str, float]
-    directions: list[str]  # per crop
-    strengths: list[float]  # per crop
+    directions: list[str]  # per chosen face
+    strengths: list[float]  # per chosen face
     ages: list[float] | None
     plans: dict[int, FacePlan]
 
@@ -199,7 +225,7 @@ class FaceComp:
         for image in images:
             p = self._prepare(image)
             pending.append(p)
-            n_crops += len(p.crops)
+            n_crops += len(p.chosen)
             if n_crops >= self.translator.batch_size or \
                     len(pending) >= self.config.max_photos_pending:
                 yield from self._finish(pending)
@@ -208,6 +234,79 @@ class FaceComp:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         return self.detector.detect(_check_image(image))
+
+    @functools.cached_property
+    def face_region(self) -> np.ndarray:
+        """(S, S) float32 in crop space: the solid part of the face mask, where colours are
+        matched (and where video measures how much a face changed between frames)."""
+        return color_mask(self.align.crop_size, self.align.template, self.config.blend)
+
+    def large_enough(self, faces: Sequence[Face]) -> list[int]:
+        """Indices of the faces at least ``min_face`` pixels wide: the ones that are changed."""
+        return [i for i, f in enumerate(faces) if f.size >= self.config.min_face]
+
+    def change(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]], *,
+               directions: Sequence[Sequence[str]] | None = None,
+               strengths: Sequence[Sequence[float]] | None = None,
+               targets: Sequence[Sequence[float]] | None = None,
+               translate: TranslateHook | None = None,
+               color: ColorHook | None = None) -> list[Changed]:
+        """Everything after detection, for a batch of images (photos, or a video's frames):
+        align each face, translate all crops in shared generator batches, keep what covers the
+        faces, and paste each change back. Photo, video and every other front end call this.
+
+        ``faces[i]``: the faces of ``images[i]`` to change (detected; all of them are changed).
+        Per face, matching ``faces``: ``directions`` (default the config's), ``strengths``
+        (default the blend's) and, with a target age, ``targets``: the age each face should
+        read, for which the strength is fitted on the finished crops
+        (:meth:`_fit_strengths`). ``translate`` and ``color`` replace the generator call and
+        the colour match measured per face (see :data:`TranslateHook`, :data:`ColorHook`).
+        The images are not modified.
+        """
+        c = self.config
+        t0 = time.perf_counter()
+        images = [_check_image(im) for im in images]
+        aligned = [align_faces(im, list(fs), self.align) for im, fs in zip(images, faces)]
+        share_align = (time.perf_counter() - t0) / max(1, len(images))
+        counts = [len(fs) for fs in faces]
+        crops = (np.concatenate([a[0] for a in aligned]) if sum(counts) else
+                 np.empty((0, self.align.crop_size, self.align.crop_size, 3), np.uint8))
+        flat_dirs = ([d for ds in directions for d in ds] if directions is not None
+                     else [c.direction] * len(crops))
+        flat_str = ([float(v) for vs in strengths for v in vs] if strengths is not None
+                    else [c.blend.strength] * len(crops))
+        t1 = time.perf_counter()
+        if len(crops):
+            translated = (translate or self.translate)(crops, flat_dirs)
+        else:
+            translated = crops.copy()
+        t2 = time.perf_counter()
+        keep = self.keep_weights(crops)
+        expected = None
+        if targets is not None and len(crops):
+            flat_str, expected = self._fit_strengths(
+                crops, translated, [t for ts in targets for t in ts], keep)
+        t3 = time.perf_counter()
+        per_face = ((t2 - t1) / max(1, len(crops)), (t3 - t2) / max(1, len(crops)))
+        out: list[Changed] = []
+        start = 0
+        for i, (image, (own, placed)) in enumerate(zip(images, aligned)):
+            n = counts[i]
+            t = time.perf_counter()
+            colors = None
+            if color is not None and c.blend.color_match and n:
+                colors = [color(start + k, translated[start + k], own[k]) for k in range(n)]
+            new, patches = paste_faces(image, placed, translated[start:start + n], own,
+                                       self.align.template, c.blend, colors,
+                                       flat_str[start:start + n],
+                                       None if keep is None else keep[start:start + n])
+            timings = {"align": share_align, "translate": per_face[0] * n,
+                       "blend": time.perf_counter() - t + per_face[1] * n}
+            out.append(Changed(new, patches, placed, own, translated[start:start + n], timings,
+                               list(flat_str[start:start + n]),
+                               None if expected is None else list(expected[start:start + n])))
+            start += n
+        return out
 
     def estimate_age(self, image: np.ndarray, faces: list[Face]) -> list[float]:
         """The estimated age in years of each face of ``image`` (aligned for the estimator)."""
@@ -279,69 +378,42 @@ class FaceComp:
             chosen = [i for i in chosen if plans[i].direction is not None]
         directions = [plans[i].direction if plans else c.direction for i in chosen]
         strengths = [plans[i].strength if plans else c.blend.strength for i in chosen]
-        t2 = time.perf_counter()
-        crops, aligned = align_faces(image, [faces[i] for i in chosen], self.align)
-        t3 = time.perf_counter()
-        timings = {"detect": t1 - t0, "align": t3 - t2}
+        timings = {"detect": t1 - t0}
         if ages is not None:
             timings["age"] = t_age - t1
-        return _Pending(image, faces, chosen, small, crops, aligned, timings, directions,
-                        strengths, ages, plans)
+        return _Pending(image, faces, chosen, small, timings, directions, strengths, ages, plans)
 
     def _finish(self, pending: list[_Pending]) -> Iterator[PhotoResult]:
         if not pending:
             return
-        t0 = time.perf_counter()
-        all_crops = [p.crops for p in pending if len(p.crops)]
-        translated = (self.translate(np.concatenate(all_crops),
-                                     [d for p in pending for d in p.directions])
-                      if all_crops else np.empty((0,) + pending[0].crops.shape[1:], np.uint8))
-        share = (time.perf_counter() - t0) / max(1, len(translated))
-        t1 = time.perf_counter()
-        keep = self.keep_weights(np.concatenate(all_crops)) if all_crops else None
-        t_keep = (time.perf_counter() - t1) / max(1, len(translated))
-        if self.config.age is not None and self.config.age_per_face and len(translated):
-            t1 = time.perf_counter()
-            self._fit_strengths(pending, translated, keep)
-            share += (time.perf_counter() - t1) / max(1, len(translated))
-        start = 0
-        for p in pending:
-            n = len(p.crops)
-            t1 = time.perf_counter()
-            out, patches = paste_faces(p.image, p.aligned, translated[start:start + n], p.crops,
-                                       self.align.template, self.config.blend,
-                                       strengths=p.strengths,
-                                       keep=None if keep is None else keep[start:start + n])
-            start += n
-            timings = dict(p.timings, translate=share * n,
-                           blend=time.perf_counter() - t1 + t_keep * n)
-            yield PhotoResult(out, p.faces, p.chosen, p.small, patches, timings, p.ages,
-                              p.plans)
+        fit = self.config.age is not None and self.config.age_per_face
+        done = self.change([p.image for p in pending],
+                           [[p.faces[i] for i in p.chosen] for p in pending],
+                           directions=[p.directions for p in pending],
+                           strengths=[p.strengths for p in pending],
+                           targets=[[p.plans[i].target for i in p.chosen] for p in pending]
+                           if fit else None)
+        for p, d in zip(pending, done):
+            if fit:
+                for j, i in enumerate(p.chosen):
+                    p.plans[i] = replace(p.plans[i], strength=d.strengths[j],
+                                         expected=d.expected[j])
+            yield PhotoResult(d.image, p.faces, p.chosen, p.small, d.patches,
+                              {**p.timings, **d.timings}, p.ages, p.plans)
 
-
-    def _fit_strengths(self, pending: list[_Pending], translated: np.ndarray,
-                       keep: np.ndarray | None = None) -> None:
-        """Replace each planned face's curve strength with the one whose result the estimator
-        reads nearest its target (:func:`facecomp.target.choose_strengths`)."""
-        from .blend import face_mask, match_colors
-
+    def _fit_strengths(self, crops: np.ndarray, translated: np.ndarray, goals: list[float],
+                       keep: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+        """Per face, the strength whose result the estimator reads nearest its target age
+        ``goals[k]`` (:func:`facecomp.target.choose_strengths`), and the age it reads then."""
         b, t = self.config.blend, self.align.template
-        size = self.align.crop_size
-        crops = np.concatenate([p.crops for p in pending if len(p.crops)])
         shown = match_colors(translated, crops, t, b)
-        mask = face_mask(size, t, b.mask_scale, b.feather)
+        mask = face_mask(self.align.crop_size, t, b.mask_scale, b.feather)
         if keep is not None:  # the paste multiplies each face's mask by what it keeps
             mask = mask * keep
-        goals = [p.plans[i].target for p in pending for i in p.chosen]
         strengths, expected = choose_strengths(
-            crops, shown, goals, lambda c: self.estimator.predict(c, t), mask,
+            crops, shown, goals, lambda x: self.estimator.predict(x, t), mask,
             self.config.age_max_strength)
-        k = 0
-        for p in pending:
-            for j, i in enumerate(p.chosen):
-                p.strengths[j] = strengths[k]
-                p.plans[i] = replace(p.plans[i], strength=strengths[k], expected=expected[k])
-                k += 1
+        return [float(v) for v in strengths], [float(v) for v in expected]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

@@ -27,8 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .align import align_faces
-from .blend import ColorTransform, color_mask, color_transform, paste_faces
+from .blend import ColorTransform, color_transform
 from .containers import OutputPlan, check_encoding, plan_output
 from .encode import AudioOut, VideoOut, carry_tags, to_rgb
 from .errors import ConfigError, InputError, OutputError, PartialVideo
@@ -349,8 +348,7 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
     age_smoother = AgeSmoother(c.age_smoothing)
     # the solid part of the face mask in crop space: where colours are matched and where the
     # steady change counts how much a face changed
-    face_region = color_mask(pipeline.align.crop_size, pipeline.align.template,
-                             pipeline.config.blend)
+    face_region = pipeline.face_region
     steady = SteadyChange(c.steady, every=c.generate_every, region=face_region)
     ids: set[int] = set()
     try:
@@ -372,7 +370,7 @@ def _run(inp, vs, audio, out, plan: OutputPlan, pipeline: FaceComp, c: VideoConf
             tracks = (tracker.update(faces[0], item.time) if faces is not None
                       else tracker.tracks)
             timings["detect"] += time.perf_counter() - t
-            live = [tr for tr in tracks if tr.face.size >= pipeline.config.min_face]
+            live = [tracks[i] for i in pipeline.large_enough([tr.face for tr in tracks])]
             ids.update(tr.id for tr in tracks)
             batch.append((item, [tr.face for tr in live], [tr.id for tr in live]))
             index += 1
@@ -441,55 +439,43 @@ def _new(faces: list, known: list) -> list:
 def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother,
            steady: SteadyChange, face_region: np.ndarray, timings, report: VideoReport, q_out,
            put, pending_audio) -> None:
-    """Align, translate (one generator call per direction for the whole batch), steady each
-    track's change, blend and send on. With a target age, each track's smoothed estimated age
-    sets its direction and strength."""
+    """The batch's frames through :meth:`FaceComp.change` (the photo path: one generator call
+    per direction for the whole batch), with each track's change steadied and its colour match
+    smoothed, then sent on. With a target age, each track's smoothed estimated age sets its
+    direction and strength."""
     if not batch:
         for packet in pending_audio:
             put(q_out, packet)
         return
-    t = time.perf_counter()
-    aligned = [align_faces(frame.rgb, faces, pipeline.align) for frame, faces, _ in batch]
-    timings["align"] += time.perf_counter() - t
-    crops = [a[0] for a in aligned if len(a[0])]
-    translated, strengths = None, None
-    if crops:
-        all_crops = np.concatenate(crops)
-        seen = [(tid, frame.time) for frame, _, ids_ in batch for tid in ids_]
-        directions = [pipeline.config.direction] * len(all_crops)
-        if pipeline.config.age is not None:
-            t = time.perf_counter()
-            estimated = pipeline.estimator.predict(all_crops, pipeline.align.template)
-            smoothed = [ages(tid, float(a), when) for (tid, when), a in zip(seen, estimated)]
-            plans = pipeline.plan(smoothed)
-            directions = [p.direction or pipeline.config.direction for p in plans]
-            strengths = [p.strength if p.direction else 0.0 for p in plans]
-            timings["age"] = timings.get("age", 0.0) + time.perf_counter() - t
-        translated = _translate(pipeline, steady, all_crops, seen, directions, timings, report)
-    t = time.perf_counter()
-    keep = pipeline.keep_weights(all_crops) if crops else None
-    start = 0
-    blend = pipeline.config.blend
-    where = face_region if blend.color_match else None
-    for (frame, _, track_ids), (frame_crops, frame_faces) in zip(batch, aligned):
-        n = len(frame_crops)
-        rgb = frame.rgb
-        if n:
-            out = translated[start:start + n]
-            colors = None
-            if where is not None:
-                colors = [smoother(tid, color_transform(out[k], frame_crops[k], where), frame.time)
-                          for k, tid in enumerate(track_ids)]
-            rgb, _ = paste_faces(frame.rgb, frame_faces, out, frame_crops,
-                                 pipeline.align.template, blend, colors,
-                                 None if strengths is None else strengths[start:start + n],
-                                 None if keep is None else keep[start:start + n])
-        start += n
-        report.face_frames += n
-        report.frames += 1
-        timings["blend"] += time.perf_counter() - t
-        put(q_out, _Frame(rgb, frame.pts, frame.time))
+    frames = [frame for frame, _, _ in batch]
+    faces = [list(fs) for _, fs, _ in batch]
+    seen = [(tid, frame.time) for frame, _, ids_ in batch for tid in ids_]
+    directions = strengths = None
+    if pipeline.config.age is not None and seen:
         t = time.perf_counter()
+        estimated = [a for frame, fs in zip(frames, faces) for a in pipeline.estimate_age(frame.rgb, fs)]
+        smoothed = [ages(tid, float(a), when) for (tid, when), a in zip(seen, estimated)]
+        plans = iter(pipeline.plan(smoothed))
+        chosen = [[next(plans) for _ in fs] for fs in faces]
+        directions = [[p.direction or pipeline.config.direction for p in ps] for ps in chosen]
+        strengths = [[p.strength if p.direction else 0.0 for p in ps] for ps in chosen]
+        timings["age"] = timings.get("age", 0.0) + time.perf_counter() - t
+
+    def translate(crops: np.ndarray, dirs: list[str]) -> np.ndarray:
+        return _translate(pipeline, steady, crops, seen, dirs, timings, report)
+
+    def color(k: int, out: np.ndarray, crop: np.ndarray) -> ColorTransform | None:
+        track, when = seen[k]
+        return smoother(track, color_transform(out, crop, face_region), when)
+
+    done = pipeline.change([f.rgb for f in frames], faces, directions=directions,
+                           strengths=strengths, translate=translate, color=color)
+    for frame, d in zip(frames, done):
+        timings["align"] += d.timings["align"]
+        timings["blend"] += d.timings["blend"]
+        report.face_frames += len(d.patches)
+        report.frames += 1
+        put(q_out, _Frame(d.image, frame.pts, frame.time))
     for packet in pending_audio:
         put(q_out, packet)
 

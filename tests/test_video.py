@@ -497,3 +497,38 @@ def test_a_consistent_change_comes_out_the_same_steady_or_not(clip, tmp_path, in
     assert r.generated <= 0.7 * r.face_frames, (r.generated, r.face_frames)
     print("generated", r.generated, "of", r.face_frames, "p99", p99["reuse"])
     assert max(p99["reuse"]) < 24 and np.median(p99["reuse"]) < 12, p99["reuse"]
+
+
+def test_video_frames_go_through_the_photo_path(clip, tmp_path, invert_pipeline, monkeypatch):
+    """One path after detection: every video frame is changed by FaceComp.change, the method
+    the photo pipeline calls, and what it returns is what is encoded. With the steady change
+    and colour smoothing off, a track's first frame (smoothed landmarks = detected ones) comes
+    out exactly as the same frame does through FaceComp.process."""
+    from facecomp import encode
+
+    calls, written = [], []
+    change = FaceComp.change
+
+    def spy(self, images, faces, **kw):
+        done = change(self, images, faces, **kw)
+        calls.append((images, faces, done))
+        return done
+
+    write = encode.VideoOut.write
+    monkeypatch.setattr(FaceComp, "change", spy)
+    monkeypatch.setattr(encode.VideoOut, "write",
+                        lambda self, rgb, pts: (written.append(rgb.copy()), write(self, rgb, pts)))
+    c = VideoConfig(preset="ultrafast", steady=0.0, color_smoothing=0.0, end=8 / FPS)
+    report = translate_video(clip, tmp_path / "out.mp4", invert_pipeline, c)
+    assert report.frames == 8 and calls
+    frames = [im for images, _, _ in calls for im in images]
+    results = [d.image for _, _, done in calls for d in done]
+    assert len(frames) == len(written) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(results, written))
+    first, faces = calls[0][0][0], calls[0][1][0]
+    assert len(faces) == 1
+    calls.clear()
+    photo = invert_pipeline.process(first)  # the photo path, detecting the frame afresh
+    assert len(calls) == 1 and len(photo.translated) == 1
+    assert np.array_equal(photo.image, written[0])
+    assert np.abs(photo.image.astype(int) - first).max() > 100  # the face was changed
