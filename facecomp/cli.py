@@ -693,21 +693,12 @@ def train(
         values = {k: v for k, v in ctx.params.items()
                   if k not in ("config", "resume", "dry_run")}
         values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
-        if config is not None:
-            try:
-                from_file = json.loads(Path(config).read_text())
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--config {config}: cannot read it as JSON ({e})") from None
-            for k, v in from_file.items():
-                key = k.replace("-", "_")
-                if key not in values:
-                    raise ConfigError(f"--config {config}: unknown option {k!r}")
-                source = ctx.get_parameter_source(key)
-                if source is None or source.name != "COMMANDLINE":
-                    values[key] = v
-        if values.get("out") in (None, "None"):
+        typed = {k for k in values if (src := ctx.get_parameter_source(k)) is not None
+                 and src.name == "COMMANDLINE"}
+        values = training.merge_config_file(values, config, typed)
+        if values.get("out") is None:
             raise ConfigError("--out is required: the run folder")
-        if not resume and (values.get("a") in (None, "None") or values.get("b") in (None, "None")):
+        if not resume and (values.get("a") is None or values.get("b") is None):
             raise ConfigError("--a and --b are required: the two folders of aligned faces")
         values["a"], values["b"] = values.get("a") or "", values.get("b") or ""
         cfg = training.TrainConfig(**values)
@@ -720,8 +711,6 @@ def train(
             return 0
         bar = _TrainBar()
         try:
-            typed = {k for k in values if (src := ctx.get_parameter_source(k)) is not None
-                     and src.name == "COMMANDLINE"}
             result = training.train(cfg, resume=resume, overrides=typed, on_tick=bar.update)
         finally:
             bar.close()

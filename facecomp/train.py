@@ -189,6 +189,29 @@ class TrainConfig:
         return cls(**{**d, "schedule": tuple(tuple(p) for p in d.get("schedule", ()))})
 
 
+def merge_config_file(values: dict, path: str | Path | None, given: set[str]) -> dict:
+    """``values`` (every option, at its default unless given) with the options of the JSON
+    file ``path`` (the field names, ``-`` or ``_``) laid over them, except those in ``given``:
+    options the caller set explicitly win over the file, the file over the defaults."""
+    if path is None:
+        return dict(values)
+    try:
+        from_file = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"`config` {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(from_file, dict):
+        raise ConfigError(f"`config` {path}: expected a JSON object of options, got "
+                          f"{type(from_file).__name__}")
+    merged = dict(values)
+    for k, v in from_file.items():
+        key = k.replace("-", "_")
+        if key not in values:
+            raise ConfigError(f"`config` {path}: unknown option {k!r}")
+        if key not in given:
+            merged[key] = v
+    return merged
+
+
 # ---------------------------------------------------------------------------------------------
 # Data: stateless, so that any sample can be reproduced from (seed, epoch, index)
 

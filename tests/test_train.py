@@ -405,3 +405,25 @@ def test_suspicious_training_inputs_are_warned_about(domains, tmp_path, caplog, 
     monkeypatch.setattr(T, "train_step", exploding)
     train(tiny(domains, tmp_path / "r2", max_steps=3))
     assert caplog.text.count("learning rate may be too high") == 1  # once, not every step
+
+
+def test_a_config_file_is_merged_by_the_config_layer(tmp_path):
+    """Options set explicitly win over the file, the file over the defaults; the file's names
+    may use - or _; an unknown option or a file that is not a JSON object is a one-line error
+    naming the library's parameter (the CLI shows it as --config)."""
+    from facecomp.errors import ConfigError
+    from facecomp.train import merge_config_file
+
+    defaults = {"lr": 0.0002, "batch_size": 1, "n_epochs": 100}
+    f = tmp_path / "c.json"
+    f.write_text('{"lr": 0.001, "batch-size": 8}')
+    assert merge_config_file(defaults, None, set()) == defaults
+    assert merge_config_file(defaults, f, set()) == {"lr": 0.001, "batch_size": 8, "n_epochs": 100}
+    given = dict(defaults, batch_size=4)
+    assert merge_config_file(given, f, {"batch_size"})["batch_size"] == 4
+    f.write_text('{"learning_rate": 1}')
+    with pytest.raises(ConfigError, match=r"`config` .*unknown option 'learning_rate'"):
+        merge_config_file(defaults, f, set())
+    f.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        merge_config_file(defaults, f, set())
