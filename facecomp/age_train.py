@@ -81,7 +81,7 @@ def load_labelled(folder: Path, size: int, template_name: str | None = None,
                   limit: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Crops (N, size, size, 3) uint8 resized with area averaging, ages (N,), names."""
     from .age import rewarp
-    from .prepare import parse_label
+    from .dataset import parse_label
 
     files = [f for f in list_images(folder) if parse_label(f.name) is not None]
     if limit:
@@ -97,7 +97,7 @@ def load_labelled(folder: Path, size: int, template_name: str | None = None,
 
 
 def _template_of(data: Path) -> str:
-    from .prepare import read_manifest
+    from .dataset import read_manifest
 
     for rec in read_manifest(data).values():
         t = rec.get("template")

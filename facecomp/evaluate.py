@@ -37,7 +37,7 @@ from .checkpoint import ModelInfo, load_generator, resolve_model, update_info
 from .errors import InputError
 from .identity import SAME_PERSON_THRESHOLD, IdentityModel
 from .io import check_output, list_images, read_image, write_image
-from .prepare import HOLDOUT_DIR, holdout_images
+from .dataset import HOLDOUT_DIR, holdout_images
 from .target import Calibration, calibrate
 from .translate import TranslateConfig, Translator
 

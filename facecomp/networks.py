@@ -260,3 +260,14 @@ def build(architecture: str, **arch_args: Any) -> nn.Module:
     if architecture not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[architecture](**arch_args)
+
+
+def init_weights(net: nn.Module) -> nn.Module:
+    """The reference CycleGAN's 'normal' init, for training from scratch: N(0, 0.02) conv
+    weights, zero biases; in place, returned."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net

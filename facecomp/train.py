@@ -51,7 +51,7 @@ from .checkpoint import ModelInfo, save_generator
 from .errors import ConfigError, InputError, OutputError, TrainingDiverged
 from .geometry import FACECOMP_V1, TEMPLATES, template_by_name
 from .io import atomic_path, list_images, read_image, remove_stale_temporaries, write_image
-from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator
+from .networks import UPSAMPLE_MODES, PatchDiscriminator, ResnetGenerator, init_weights
 from .device import PRECISIONS, resolve_device, resolve_dtype
 from .translate import to_uint8
 
@@ -252,7 +252,7 @@ class UnpairedCrops(torch.utils.data.Dataset):
 
 def data_template(a: str, b: str) -> str:
     """The template `facecomp prepare` recorded for both folders (facecomp-v1 if none did)."""
-    from .prepare import read_manifest
+    from .dataset import read_manifest
 
     found = {}
     for which, folder in (("a", a), ("b", b)):
@@ -366,16 +366,6 @@ class Nets:
         return getattr(net, "_orig_mod", net)
 
 
-def _init_weights(net: nn.Module) -> nn.Module:
-    """The reference 'normal' init: N(0, 0.02) weights, zero biases."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return net
-
-
 def generator_args(c: TrainConfig) -> dict:
     """The generator's ``arch_args``, as built here and recorded in its checkpoints."""
     args: dict = {"ngf": c.ngf, "n_blocks": c.n_blocks}
@@ -387,8 +377,8 @@ def generator_args(c: TrainConfig) -> dict:
 def build_nets(c: TrainConfig, device: torch.device) -> Nets:
     torch.manual_seed(c.seed)
     fmt = torch.channels_last if c.channels_last else torch.contiguous_format
-    G_A, G_B = (_init_weights(ResnetGenerator(**generator_args(c))) for _ in "AB")
-    D_A, D_B = (_init_weights(PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)) for _ in "AB")
+    G_A, G_B = (init_weights(ResnetGenerator(**generator_args(c))) for _ in "AB")
+    D_A, D_B = (init_weights(PatchDiscriminator(ndf=c.ndf, n_layers=c.n_layers_d)) for _ in "AB")
     G_A, G_B, D_A, D_B = (n.to(device, memory_format=fmt) for n in (G_A, G_B, D_A, D_B))
     opt_G = torch.optim.Adam(list(G_A.parameters()) + list(G_B.parameters()), lr=c.lr,
                              betas=(c.beta1, 0.999))
@@ -788,7 +778,7 @@ def _trim_stats(path: Path, step: int) -> None:
 def _fixed_samples(c: TrainConfig, a_files: list[Path], b_files: list[Path]
                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Up to 4 faces per domain for the sample grids: held-out ones when there are any."""
-    from .prepare import holdout_images
+    from .dataset import holdout_images
 
     def pick(folder: str, files: list[Path]) -> list[np.ndarray]:
         return [read_image(p).rgb for p in holdout_images(Path(folder))[:4] or files[:4]]

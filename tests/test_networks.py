@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from facecomp.checkpoint import load_generator, save_generator
-from facecomp.networks import ResnetGenerator, build
-from facecomp.train import _init_weights
+from facecomp.networks import ResnetGenerator, build, init_weights
 
 from .conftest import make_info
 
@@ -33,7 +32,7 @@ def test_resize_upsampling_paints_no_checkerboard_where_transposed_convs_do(seed
     shares = {}
     for mode in ("transpose", "resize"):
         torch.manual_seed(seed)  # the reference init, as training starts
-        gen = _init_weights(ResnetGenerator(ngf=8, n_blocks=2, upsample=mode)).eval()
+        gen = init_weights(ResnetGenerator(ngf=8, n_blocks=2, upsample=mode)).eval()
         with torch.no_grad():
             shares[mode] = _checkerboard_share(gen(x))
     # measured: transpose 0.22-0.53, resize 0.002-0.004 (seeds 0-4)

@@ -18,8 +18,9 @@ from facecomp.cli import app
 from facecomp.errors import ConfigError, InputError
 from facecomp.geometry import FACECOMP_V1, transform_points
 from facecomp.io import read_image, write_image
-from facecomp.prepare import (MANIFEST_NAME, AgeRange, Label, PrepareConfig, holdout_key,
-                              is_holdout, parse_label, prepare, read_manifest)
+from facecomp.dataset import (MANIFEST_NAME, AgeRange, Label, holdout_key, is_holdout,
+                              parse_label, read_manifest)
+from facecomp.prepare import PrepareConfig, prepare
 
 from .conftest import SAMPLES, load_rgb, media, one_error_line
 
