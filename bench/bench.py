@@ -26,7 +26,7 @@ median of repeats:
                 ``../shared/media`` (skipped with a note when absent) and a synthetic ~24 MP photo
                 with 36 pasted faces. Also translate time one face at a time / batched.
 ``video``       synthetic 720p clips (60 frames, 25 fps, H.264) with 1 and 5 slowly moving faces
-                through ``facecomp.video.translate_video``: frames/s, per-stage seconds, and wall
+                through ``facecomp.frontends.video.translate_video``: frames/s, per-stage seconds, and wall
                 time / slowest stage (1.0 = the threads overlap perfectly); also frames/s with
                 full detection on every frame (``detect_every=1``) for comparison.
 ``training``    s/step at 128 px (ResNet-9 ngf 64, 70x70 PatchGAN, batch 1) of facecomp's own
@@ -226,7 +226,7 @@ def head_images(from_group: bool = True) -> list[np.ndarray]:
     """Upright head-and-shoulder images: the astronaut of samples/portrait.jpg and, with
     ``from_group``, the faces of samples/group.jpg (found with facecomp's detector, cropped with
     a margin)."""
-    from facecomp.detect import MTCNNDetector
+    from facecomp.stages.detect import MTCNNDetector
     from facecomp.io import read_image
 
     heads = [read_image(SAMPLES / "portrait.jpg").rgb[40:300, 110:340]]
@@ -406,7 +406,7 @@ def measure_network(net: nn.Module, crops: np.ndarray, device: str, precision: s
                     gflop_per_face: float, probe: ConvProbe, s: Settings) -> dict[str, float]:
     """faces/s of ``net`` on ``batch`` crops through Translator and as the bare forward, each
     sample interleaved with one of the peak conv in the same dtype."""
-    from facecomp.translate import TranslateConfig, Translator, to_tensor
+    from facecomp.stages.translate import TranslateConfig, Translator, to_tensor
 
     translator = Translator(net, TranslateConfig(device=device, batch_size=batch,
                                                  precision=precision))
@@ -454,7 +454,7 @@ def gflop_per_face(net: nn.Module, size: int) -> float:
 
 def precision_diff(net: nn.Module, crops: np.ndarray, device: str) -> dict[str, dict[str, float]]:
     """How far each reduced precision's uint8 output is from fp32's, in levels (0..255)."""
-    from facecomp.translate import TranslateConfig, Translator
+    from facecomp.stages.translate import TranslateConfig, Translator
 
     def run(p: str) -> np.ndarray:
         cfg = TranslateConfig(device=device, batch_size=len(crops), precision=p)
@@ -504,7 +504,7 @@ def age_section(s: Settings) -> dict[str, Any]:
     """The shipped age estimator: faces/s of AgeEstimator.predict (re-warp or resize, the crop
     and its mirror) from 128 px crops, by batch, and its MFLOP per face; what --age, --faces
     age<N and evaluate add per face."""
-    from facecomp.age import AgeEstimator, to_tensor
+    from facecomp.stages.age import AgeEstimator, to_tensor
 
     est = AgeEstimator.load()
     size = est.info.input_size
@@ -524,7 +524,7 @@ def thread_scaling(net: nn.Module, crops: np.ndarray, s: Settings) -> dict[str, 
     """Translator fp32 faces/s on the CPU with torch's threads and with 1 thread, samples in
     turn, at the smallest and largest batch. On an idle machine more threads are faster; on a
     busy one every parallel region (each op) can wait for a thread that is not running."""
-    from facecomp.translate import TranslateConfig, Translator
+    from facecomp.stages.translate import TranslateConfig, Translator
 
     n = torch.get_num_threads()
     out: dict[str, Any] = {"torch_threads": n}
@@ -595,7 +595,7 @@ def startup_section(s: Settings, work: Path) -> dict[str, Any]:
     r["help_s"], _ = wall_of([py, "-m", "facecomp", "--help"], n)
     r["photo_help_s"], _ = wall_of([py, "-m", "facecomp", "photo", "--help"], n)
     r["import_torch_s"], _ = wall_of([py, "-c", "import torch"], n)
-    probe = ("import sys, facecomp.cli; from facecomp.detect import MTCNNDetector; "
+    probe = ("import sys, facecomp.frontends.cli; from facecomp.stages.detect import MTCNNDetector; "
              "MTCNNDetector(); print(sorted(m for m in ('torchvision', 'facenet_pytorch', "
              "'torch._dynamo') if m in sys.modules))")
     r["detector_ready_s"], loaded = wall_of([py, "-c", probe], n)
@@ -665,7 +665,7 @@ def run_photo_child(path: Path, work: Path) -> dict[str, Any]:
 def batching(path: Path, s: Settings) -> dict[str, Any]:
     """Translate time of all faces of ``path`` at the configured batch size and one by one."""
     from facecomp import FaceComp, PhotoConfig, TranslateConfig, Translator, read_image
-    from facecomp.align import align_faces
+    from facecomp.stages.align import align_faces
     from facecomp.checkpoint import load_generator, resolve_model
 
     fc = FaceComp(PhotoConfig())
@@ -717,12 +717,12 @@ def composite_section(s: Settings) -> dict[str, Any]:
     with and without finishing (chroma limit, monochrome, degradation matching), and the JPEG
     write (blocks kept vs Pillow encoding the whole picture) with the share of background pixels
     that decode bit-identical."""
-    from facecomp.align import AlignConfig, align_faces
-    from facecomp.blend import BlendConfig, paste_faces
+    from facecomp.stages.align import AlignConfig, align_faces
+    from facecomp.stages.blend import BlendConfig, paste_faces
     from facecomp.checkpoint import load_generator, resolve_model
-    from facecomp.detect import DetectConfig, MTCNNDetector
+    from facecomp.stages.detect import DetectConfig, MTCNNDetector
     from facecomp.io import read_image, write_image
-    from facecomp.translate import TranslateConfig, Translator
+    from facecomp.stages.translate import TranslateConfig, Translator
     from PIL import Image
 
     media = Path(s.media_dir)
@@ -763,7 +763,7 @@ def composite_section(s: Settings) -> dict[str, Any]:
                                                               info.template, b))
                                   for k, b in blends.items()}, "cpu", s)
             result, patches = paste_faces(rgb, aligned, translated, crops, info.template)
-            from facecomp.occlusion import Occlusion, shipped_occlusion
+            from facecomp.stages.occlusion import Occlusion, shipped_occlusion
 
             occ_ms = None
             if shipped_occlusion().is_file() and len(crops):
@@ -802,7 +802,7 @@ def composite_section(s: Settings) -> dict[str, Any]:
 
 def video_section(s: Settings, work: Path, heads: list[np.ndarray]) -> dict[str, Any]:
     from facecomp import FaceComp, PhotoConfig
-    from facecomp.video import VideoConfig, translate_video
+    from facecomp.frontends.video import VideoConfig, translate_video
 
     fc = FaceComp(PhotoConfig())
     w, h = s.video_size
@@ -858,7 +858,7 @@ class GammaGenerator(nn.Module):
 
 
 def flicker_of_shared_clips(s: Settings, work: Path, fc) -> dict[str, Any]:
-    """facecomp.flicker of the shipped model on the start of each shared clip, per frame
+    """facecomp.measure.flicker of the shipped model on the start of each shared clip, per frame
     (--steady 0), with the default steady change (which runs the model on about every other
     frame, --generate-every) and with the model on every frame, beside references: two filters that treat
     every frame alike (a gamma curve, an unsharp mask) applied to the frames, and a gamma curve
@@ -867,8 +867,8 @@ def flicker_of_shared_clips(s: Settings, work: Path, fc) -> dict[str, Any]:
     import cv2
 
     from facecomp import FaceComp
-    from facecomp.flicker import detected_boxes, flicker
-    from facecomp.video import VideoConfig, translate_video
+    from facecomp.measure.flicker import detected_boxes, flicker
+    from facecomp.frontends.video import VideoConfig, translate_video
 
     media = Path(s.media_dir)
     missing = [name for name, _ in s.flicker_clips if not (media / name).is_file()]
@@ -926,7 +926,7 @@ def video_child(src: Path, dst: Path) -> dict[str, Any]:
     """Runs in a fresh process: translate one clip with the default pipeline; report its peak
     RSS (VmHWM is per process image, so it starts afresh at exec)."""
     from facecomp import FaceComp, PhotoConfig
-    from facecomp.video import VideoConfig, translate_video
+    from facecomp.frontends.video import VideoConfig, translate_video
 
     report = translate_video(src, dst, FaceComp(PhotoConfig()), VideoConfig(), overwrite=True)
     return {"frames": report.frames, "fps": report.fps, "peak_rss_mb": rss_mb()[1]}
@@ -1051,7 +1051,7 @@ def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: tor
     the config's memory format, its precision for the device, its backend switches (cudnn
     autotuning on CUDA, denormals flushed on the CPU: set before every step, since the textbook
     step in between restores the default)."""
-    from facecomp import train
+    from facecomp.training import train
 
     c = train.TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
                           n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,

@@ -13,19 +13,19 @@ __version__ = "0.1.0"
 # Names are loaded on first use (PEP 562), so ``import facecomp`` and ``facecomp --help`` do
 # not pay for torch, OpenCV and the detector; ``from facecomp import FaceComp`` works as ever.
 _WHERE = {
-    "align": ("AlignConfig", "align_face", "align_faces"),
-    "blend": ("BlendConfig", "Patch", "face_mask", "paste_faces"),
+    "stages.align": ("AlignConfig", "align_face", "align_faces"),
+    "stages.blend": ("BlendConfig", "Patch", "face_mask", "paste_faces"),
     "checkpoint": ("ModelInfo", "list_models", "load_generator", "read_info", "resolve_model",
                    "save_generator"),
-    "detect": ("DetectConfig", "Detector", "MTCNNDetector"),
+    "stages.detect": ("DetectConfig", "Detector", "MTCNNDetector"),
     "errors": ("ConfigError", "FaceCompError", "InputError", "ModelError", "OutputError"),
     "face": ("Face", "FaceSelection"),
     "geometry": ("FACECOMP_V1", "Template"),
     "io": ("LoadedImage", "read_image", "write_image"),
     "networks": ("PatchDiscriminator", "ResnetGenerator"),
     "pipeline": ("FaceComp", "PhotoConfig", "PhotoResult"),
-    "target": ("AgeTarget", "Calibration"),
-    "translate": ("TranslateConfig", "Translator"),
+    "stages.target": ("AgeTarget", "Calibration"),
+    "stages.translate": ("TranslateConfig", "Translator"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 

@@ -54,7 +54,7 @@ class ModelInfo:
     @property
     def age_calibration(self):
         """The :class:`~facecomp.target.Calibration` stored by ``facecomp calibrate``, or None."""
-        from .target import Calibration
+        from .stages.target import Calibration
 
         data = self.extra.get("age_calibration")
         if not isinstance(data, dict):

@@ -59,7 +59,7 @@ def write_like(tmp: Path, rgb: np.ndarray, source) -> tuple[bool, float]:
     when the source file cannot be read the same way again (then the caller encodes afresh)."""
     import jpeglib
 
-    from .blend import is_grey
+    from .stages.blend import is_grey
 
     if rgb.shape != source.rgb.shape:
         return False, 1.0

@@ -17,17 +17,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from .align import AlignConfig, align_faces
-from .blend import (BlendConfig, ColorTransform, Patch, color_mask, face_mask, match_colors,
+from .stages.align import AlignConfig, align_faces
+from .stages.blend import (BlendConfig, ColorTransform, Patch, color_mask, face_mask, match_colors,
                     paste_faces)
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
-from .detect import DetectConfig, Detector, MTCNNDetector, order_faces
+from .stages.detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
 from .face import Face, FaceSelection
 from .geometry import box_iou
-from .target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
+from .stages.target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
 from .device import resolve_device
-from .translate import TranslateConfig, Translator
+from .stages.translate import TranslateConfig, Translator
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class FaceComp:
     def estimator(self):
         """The age estimator (the shipped one unless another was given), loaded on first use."""
         if self._estimator is None:
-            from .age import AgeEstimator
+            from .stages.age import AgeEstimator
 
             self._estimator = AgeEstimator.load()
         return self._estimator
@@ -193,7 +193,7 @@ class FaceComp:
         if not self.config.blend.keep_occluders:
             return None
         if self._occlusion is None:
-            from .occlusion import Occlusion
+            from .stages.occlusion import Occlusion
 
             try:
                 self._occlusion = Occlusion.load()

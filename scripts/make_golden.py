@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facecomp.age import AgeEstimator, shipped_estimator
-from facecomp.align import AlignConfig, align_faces
+from facecomp.stages.age import AgeEstimator, shipped_estimator
+from facecomp.stages.align import AlignConfig, align_faces
 from facecomp.checkpoint import load_generator, resolve_model
-from facecomp.detect import MTCNNDetector
+from facecomp.stages.detect import MTCNNDetector
 from facecomp.io import read_image, write_image
-from facecomp.translate import TranslateConfig, Translator
+from facecomp.stages.translate import TranslateConfig, Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "golden"

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from facecomp.io import list_images
-from facecomp.dataset import HOLDOUT_DIR, AgeRange, parse_label
+from facecomp.training.dataset import HOLDOUT_DIR, AgeRange, parse_label
 
 
 def main(src: Path, out: Path, ages: str) -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facecomp.geometry import template_by_name  # noqa: E402
-from facecomp.occlusion import OcclusionInfo, OcclusionNet, save_occlusion, to_input  # noqa: E402
+from facecomp.stages.occlusion import OcclusionInfo, OcclusionNet, save_occlusion, to_input  # noqa: E402
 
 S = 64  # the network's input
 HI = 2 * S  # occluders are drawn at 2x and area-averaged down: soft, anti-aliased edges
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     net = OcclusionNet(a.width)
     if a.init is not None:
-        from facecomp.occlusion import load_occlusion
+        from facecomp.stages.occlusion import load_occlusion
 
         net, _ = load_occlusion(a.init)
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)

@@ -76,7 +76,7 @@ def load_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def detector():
-    from facecomp.detect import MTCNNDetector
+    from facecomp.stages.detect import MTCNNDetector
 
     return MTCNNDetector()
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facecomp.align import AlignConfig, align_face
+from facecomp.stages.align import AlignConfig, align_face
 from facecomp.geometry import (FACECOMP_V1, compose, crop_corners,
                                estimate_similarity,
                                invert_affine, transform_points)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecomp.align import AlignConfig, align_faces
+from facecomp.stages.align import AlignConfig, align_faces
 from facecomp.checkpoint import load_generator, resolve_model
 from facecomp.io import read_image
-from facecomp.translate import TranslateConfig, Translator
+from facecomp.stages.translate import TranslateConfig, Translator
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 META = json.loads((GOLDEN / "meta.json").read_text())

@@ -125,12 +125,12 @@ def test_a_turned_source_is_encoded_afresh_upright(tmp_path, caplog):
 
 
 def test_the_photo_command_leaves_a_jpeg_background_untouched(tmp_path, detector):
-    from facecomp.photo import plan_jobs, run_photos
+    from facecomp.frontends.photo import plan_jobs, run_photos
     from facecomp.pipeline import FaceComp, PhotoConfig
 
     src_path = media("group_14_poker_table.jpg")
     out = tmp_path / "out.jpg"
-    from facecomp.blend import BlendConfig
+    from facecomp.stages.blend import BlendConfig
 
     fc = FaceComp(PhotoConfig(blend=BlendConfig(color_match=False)), generator=Shift(0.4),
                   detector=detector)

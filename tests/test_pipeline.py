@@ -8,7 +8,7 @@ import pytest
 from facecomp.errors import ConfigError
 from facecomp.face import FaceSelection
 from facecomp.pipeline import FaceComp, PhotoConfig
-from facecomp.translate import TranslateConfig
+from facecomp.stages.translate import TranslateConfig
 
 from .conftest import CountingGenerator, Identity, Invert, load_rgb, make_info, media
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from facecomp.cli import app
+from facecomp.frontends.cli import app
 from facecomp.io import read_image
 
 from .conftest import SAMPLES, media, one_error_line
@@ -354,7 +354,7 @@ def test_an_output_never_overwrites_another_input_of_the_run(tmp_path, invert_mo
     r = runner.invoke(app, ["photo", str(x), str(d1 / "a.jpg"), "-o", str(tmp_path / "o"),
                             "--model", str(invert_model)])
     assert r.exit_code == 0, r.output
-    from facecomp.photo import plan_jobs
+    from facecomp.frontends.photo import plan_jobs
 
     jobs = plan_jobs([tmp_path / "link.jpg", d2 / "b.jpg"], None)
     assert all(j.error is None for j in jobs)

@@ -21,8 +21,8 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_the_package_and_the_cli_help_import_nothing_heavy():
-    assert _loaded_after("import facecomp, facecomp.cli, facecomp.errors") == []
-    help_run = ("import sys\nsys.argv = ['facecomp', '--help']\nfrom facecomp.cli import main\n"
+    assert _loaded_after("import facecomp, facecomp.frontends.cli, facecomp.errors") == []
+    help_run = ("import sys\nsys.argv = ['facecomp', '--help']\nfrom facecomp.frontends.cli import main\n"
                 "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n")
     assert _loaded_after(help_run) == []
 
@@ -42,6 +42,6 @@ def test_names_still_come_from_the_package_on_first_use():
 
 
 def test_the_detector_on_the_cpu_needs_neither_torchvision_nor_facenets_package():
-    loaded = _loaded_after("from facecomp.detect import MTCNNDetector\nMTCNNDetector()")
+    loaded = _loaded_after("from facecomp.stages.detect import MTCNNDetector\nMTCNNDetector()")
     assert "torch" in loaded
     assert not {"torchvision", "facenet_pytorch", "torch._dynamo"} & set(loaded), loaded

@@ -1,0 +1,926 @@
+"""The command line: a thin typer layer that turns flags into configs and calls the library.
+
+Exit codes: 0 all done, 1 some inputs failed, 2 usage, configuration or model error, 130
+interrupted. Errors are printed as one line, never as a traceback (``--debug-errors`` shows it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from ..errors import ConfigError, FaceCompError, ModelError
+
+EXIT_CODES = """Exit codes: 0 done; 1 an input or output problem (see the message); 2 usage,
+configuration or model error; 130 interrupted."""
+_PHOTO_EXIT = """Exit codes: 0 all inputs done (a photo without faces counts as done); 1 some
+inputs failed (the others were still processed); 2 usage, configuration or model error; 130
+interrupted."""
+_VIDEO_EXIT = """Exit codes: 0 the video (every video of a folder) was written; 1 an input cannot be
+read or an output cannot be written (nothing is left there; the other videos of a folder still
+run); 2 usage, configuration or model error; 130 interrupted."""
+_PREPARE_EXIT = """Exit codes: 0 the run completed, even if some files failed (they are counted);
+1 every file failed or no crop was written; 2 usage or configuration error; 130 interrupted
+(re-run to continue)."""
+_TRAIN_EXIT = """Exit codes: 0 training stopped at its end or at --max-steps; 1 a data, output or
+divergence problem (the last checkpoint is kept); 2 usage, configuration or model error; 130
+interrupted (--resume continues)."""
+
+#: The library names its own parameters in its messages, in backticks (`overwrite=True`,
+#: `crf`); the CLI shows them as its flags. The one place where the two are mapped.
+_PARAM = re.compile(r"`([a-z][a-z0-9_]*)(=True)?`")
+
+
+def _flags(text: str) -> str:
+    """A library message with its parameter names as this CLI's flags."""
+    return _PARAM.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
+def _echo(message: object = "", **kwargs) -> None:
+    """A library message (an error, a warning, a summary) on the command line; data the
+    command prints (a model list, a config, figures) goes out through typer.echo as it is."""
+    typer.echo(_flags(str(message)), **kwargs)
+
+
+class _FlagFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _flags(super().format(record))
+
+
+app = typer.Typer(
+    name="facecomp", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Change faces in group photos with a CycleGAN: detect every face, align it, translate "
+         "it (e.g. young -> old) and paste it back seamlessly; the rest of the picture is left "
+         "untouched.\n\n" + EXIT_CODES + " Each command's --help lists its own.")
+
+
+class Direction(str, Enum):
+    A2B = "A2B"
+    B2A = "B2A"
+
+
+class Blend(str, Enum):
+    poisson = "poisson"
+    feather = "feather"
+
+
+class Codec(str, Enum):  # facecomp.containers.CODECS
+    auto = "auto"
+    h264 = "h264"
+    h265 = "h265"
+    vp9 = "vp9"
+    av1 = "av1"
+    gif = "gif"
+
+
+class Rotations(str, Enum):
+    auto = "auto"
+    all = "all"
+    off = "off"
+
+
+# Shared option aliases (reused by later commands such as `video`).
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Model name (see `facecomp models`), .safetensors file or training run "
+                          "folder. Default: the shipped default model.")]
+DirectionOpt = Annotated[Direction, typer.Option(
+    "--direction", "-d", case_sensitive=False,
+    help="A2B translates domain A into B (for the age models: make older); B2A the reverse.")]
+DeviceOpt = Annotated[str, typer.Option(
+    "--device", help="auto (GPU when present), cpu, or cuda[:N].")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="Generator arithmetic: auto (bf16/fp16 on a GPU; on the CPU bf16 where "
+                        "a quick check finds it faster, else fp32), fp32, bf16, fp16.")]
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", min=1, max=4096, help="Face crops per generator pass (default: 8 on the "
+                                          "CPU, 16 on a GPU). Larger is not faster on a CPU: "
+                                          "beyond ~12 crops the activations leave its caches.")]
+BlendOpt = Annotated[Blend, typer.Option(
+    "--blend", case_sensitive=False,
+    help="feather: soft-mask composite; poisson: gradient-domain cv2.seamlessClone.")]
+MinFaceOpt = Annotated[int, typer.Option(
+    "--min-face", min=0, help="Skip faces smaller than this many pixels (box side); they are "
+                              "counted in the report.")]
+FacesOpt = Annotated[str, typer.Option(
+    "--faces", help="Which faces: all, largest, numbers like 1,3 (left to right, as drawn "
+                    "by --debug), or by estimated age: age<40, age>=60, age>=20,age<40.")]
+AgeOpt = Annotated[Optional[str], typer.Option(
+    "--age", help="Target age: 70 (absolute) or +25 / -15 (years relative to each face's "
+                  "estimated age). Each face gets the direction and amount of change that "
+                  "bring it there, from the model's age calibration (`facecomp calibrate`); "
+                  "replaces --direction and --strength.", show_default=False)]
+ColorMatchOpt = Annotated[bool, typer.Option(
+    "--color-match/--no-color-match",
+    help="Match each translated face's colour (LAB mean/std) to the original face.")]
+MatchPhotoOpt = Annotated[bool, typer.Option(
+    "--match-photo/--raw-change",
+    help="Make each face's change belong to the photo: it keeps the face's own sharpness, blur, "
+         "grain and noise, greyscale faces stay grey (sepia keeps its tone) and a pixel's "
+         "colour change is capped near 10 CIELAB a/b units. --raw-change pastes the model's "
+         "change as it is.")]
+OccludersOpt = Annotated[bool, typer.Option(
+    "--keep-occluders/--paint-occluders",
+    help="Keep what lies over a face (hands, microphones, cups, glasses frames, masks, hair "
+         "strands) as it is, found by the shipped occlusion model; --paint-occluders changes "
+         "the whole face ellipse.")]
+RotationsOpt = Annotated[Rotations, typer.Option(
+    "--rotations", case_sensitive=False, help="Find turned heads too: auto (a cheap coarse look at 90/180/270 "
+                        "degrees, a full one where it finds more faces), all (full passes at "
+                        "all four angles), off.")]
+MinScoreOpt = Annotated[float, typer.Option(
+    "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")]
+DetectSideOpt = Annotated[int, typer.Option(
+    "--detect-side", min=64, help="Detect on a copy whose longer side is at most this many "
+                                  "pixels (results map back to full resolution).")]
+MaskScaleOpt = Annotated[float, typer.Option(
+    "--mask-scale", min=0.3, max=1.6, help="Grow (>1) or erode (<1) the face mask.")]
+FeatherOpt = Annotated[float, typer.Option(
+    "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales with "
+                                        "face size).")]
+StrengthOpt = Annotated[float, typer.Option(
+    "--strength", min=0.0, max=2.0, help="How much of the model's change to apply: 0 none, "
+                                          "1 all, up to 2 to exaggerate it.")]
+HeldOutAOpt = Annotated[Path, typer.Option(
+    "--a", help="Aligned domain-A crops (uses DIR/holdout when `facecomp prepare` made one).",
+    show_default=False)]
+HeldOutBOpt = Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (likewise).",
+                                           show_default=False)]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace outputs that already exist (inputs are never modified).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facecomp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, max=1024,
+        help="CPU threads for the networks (default: one per core). On a machine busy with "
+             "other work, 1 can be several times faster: the threads of each operation wait "
+             "for one another.")] = None,
+) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FlagFormatter("facecomp: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command(epilog=_PHOTO_EXIT)
+def photo(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Image files (JPEG, PNG, WebP, BMP, TIFF) and/or folders of them.",
+        show_default=False)],
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output file (one input) or folder (several inputs, or a name "
+                               "ending in /; created if missing). Default: NAME.facecomp.EXT "
+                               "beside each input.")] = None,
+    direction: DirectionOpt = Direction.A2B,
+    model: ModelOpt = None,
+    blend: BlendOpt = Blend.feather,
+    color_match: ColorMatchOpt = True,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = None,
+    min_face: MinFaceOpt = 16,
+    faces: FacesOpt = "all",
+    min_score: MinScoreOpt = 0.9,
+    detect_side: DetectSideOpt = 2000,
+    mask_scale: MaskScaleOpt = 1.0,
+    feather: FeatherOpt = 0.3,
+    strength: StrengthOpt = 1.0,
+    age: AgeOpt = None,
+    match_photo: MatchPhotoOpt = True,
+    keep_occluders: OccludersOpt = True,
+    rotations: RotationsOpt = Rotations.auto,
+    overwrite: OverwriteOpt = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Leave outputs that already exist as they are and count them as "
+                                "skipped: continues an interrupted folder run.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Also write NAME.debug.EXT with boxes, landmarks, face numbers, each "
+                        "face's estimated age before and after, and mask outlines drawn.")
+                     ] = False,
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=1, help="Refuse images with more pixels than this (protects "
+                                    "against decompression bombs).")] = 200_000_000,
+) -> None:
+    """Translate every face in one or more photos and write new files.
+
+    Example: facecomp photo group.jpg --direction A2B   (writes group.facecomp.jpg)
+    """
+    from ..pipeline import FaceComp
+    from .photo import plan_jobs, run_photos
+
+    def run() -> int:
+        config = _photo_config(model, direction, blend, color_match, device, precision,
+                               batch_size, min_face, faces, min_score, detect_side, mask_scale,
+                               feather, strength, age, match_photo=match_photo,
+                               keep_occluders=keep_occluders, rotations=rotations)
+        jobs = plan_jobs(list(inputs), Path(output) if output else None,
+                         output_is_folder=bool(output) and output.endswith(("/", os.sep)))
+
+        def pipeline() -> FaceComp:
+            fc = FaceComp(config)
+            if fc.info is not None and config.age is not None:
+                _info(f"model {fc.info.name}: each face towards age {config.age}, device "
+                      f"{fc.translator.device}")
+            elif fc.info is not None:
+                _info(f"model {fc.info.name}: {fc.info.source} -> {fc.info.target} "
+                      f"({direction.value}), device {fc.translator.device}")
+            return fc
+        t0 = time.perf_counter()
+        total = len(jobs)
+        done = [0]
+
+        def report(r) -> None:
+            done[0] += 1
+            where = f" -> {r.dst}" if r.dst is not None and r.status != "failed" else ""
+            prefix = f"[{done[0]}/{total}] " if total > 1 else ""
+            if r.status == "failed":
+                _echo(f"{prefix}facecomp: error: {r.message}", err=True)
+            else:
+                secs = sum(r.timings.values())
+                _info(f"{prefix}{r.src}{where}: {r.message} ({secs:.1f} s)")
+                logging.getLogger("facecomp").info(
+                    "%s: %s", r.src.name, ", ".join(f"{k} {v:.3f} s" for k, v in r.timings.items()))
+
+        summary = run_photos(pipeline, jobs, overwrite=overwrite, debug=debug,
+                             max_pixels=max_pixels, on_report=report,
+                             skip_existing=skip_existing)
+        if total > 1:
+            skipped = summary.count("skipped")
+            _info(f"summary: {summary.count('done')} done, {summary.count('no faces')} without "
+                  f"faces, {summary.count('failed')} failed" +
+                  (f", {skipped} skipped (already there)" if skipped else "") +
+                  f", in {time.perf_counter() - t0:.1f} s")
+        return summary.exit_code
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=_VIDEO_EXIT)
+def video(
+    src: Annotated[Path, typer.Argument(
+        help="Input video (anything FFmpeg reads: MP4, MOV, MKV, WebM, AVI, TS/M2TS, GIF, ...) "
+             "or a folder of videos (each is written to the -o folder, or beside itself).",
+        show_default=False)],
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Output video, its container by extension: .mp4 .m4v .mov .mkv "
+                               "(H.264), .webm (VP9 and Opus), .avi (H.264 and MP3), .gif (a "
+                               "palette per frame, no sound); or a folder (a name ending in /); "
+                               "missing folders are created. Audio the container cannot hold "
+                               "is re-encoded. Default: NAME.facecomp.mp4 beside the input.")
+    ] = None,
+    direction: DirectionOpt = Direction.A2B,
+    model: ModelOpt = None,
+    blend: BlendOpt = Blend.feather,
+    color_match: ColorMatchOpt = True,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchOpt = None,
+    min_face: MinFaceOpt = 16,
+    min_score: MinScoreOpt = 0.9,
+    detect_side: DetectSideOpt = 2000,
+    mask_scale: MaskScaleOpt = 1.0,
+    feather: FeatherOpt = 0.3,
+    strength: StrengthOpt = 1.0,
+    age: AgeOpt = None,
+    match_photo: MatchPhotoOpt = True,
+    keep_occluders: OccludersOpt = True,
+    rotations: RotationsOpt = Rotations.off,
+    detect_every: Annotated[int, typer.Option(
+        "--detect-every", min=1, help="Look for new faces with the full detector every K "
+                                      "frames. Faces already found are followed from frame to "
+                                      "frame by its fast last stage; a face lost that way is "
+                                      "looked for at once around where it was. 1: the full "
+                                      "detector on every frame (slowest).")] = 5,
+    start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
+                                         "(seconds).")] = 0.0,
+    end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")
+                   ] = None,
+    codec: Annotated[Codec, typer.Option(
+        "--codec", case_sensitive=False, help="Video codec; auto: the container's usual one. "
+        "MP4 holds h264/h265/av1, MOV h264/h265, MKV h264/h265/vp9/av1, WebM vp9/av1, AVI "
+        "h264, GIF gif.")] = Codec.auto,
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="Quality on x264's scale "
+                                     "(lower: better, bigger); mapped for VP9 and AV1.")] = 18,
+    preset: Annotated[str, typer.Option("--preset", help="Speed preset, x264's names "
+                                        "(ultrafast .. veryslow); mapped for VP9 and AV1.")
+                      ] = "medium",
+    steady: Annotated[float, typer.Option(
+        "--steady", min=0.0, max=10.0, metavar="SECONDS",
+        help="Time constant of each face's running average of the model's change, where the "
+             "face itself stays the same, so blotches do not come and go between frames; a "
+             "face that moves, speaks or blinks takes its new change at once. 0: each frame's "
+             "change as the model gives it.")] = 0.25,
+    generate_every: Annotated[int, typer.Option(
+        "--generate-every", min=1, max=30, metavar="K",
+        help="With --steady, run the model on each face at least every K frames; in between, "
+             "a frame where the face stayed the same takes its last change, moved with the "
+             "face (up to K times less model time). A face that moves, speaks or blinks runs "
+             "the model at once. 1: the model on every frame.")] = 2,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Translate every face of a video (or of each video in a folder), frame by frame, stable
+    over time; audio is kept.
+
+    Faces are tracked across frames and their landmarks smoothed, so pasted faces do not
+    jitter. The output is written to a temporary file and renamed at the end.
+
+    Example: facecomp video clip.mp4 -o clip-old.mp4 --direction A2B
+    """
+    from ..pipeline import FaceComp
+    from .video import VideoConfig, default_output, translate_video
+
+    def run() -> int:
+        config = _photo_config(model, direction, blend, color_match, device, precision,
+                               batch_size, min_face, "all", min_score, detect_side, mask_scale,
+                               feather, strength, age, match_photo=match_photo,
+                               keep_occluders=keep_occluders, rotations=rotations)
+        vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
+                              preset=preset, steady=steady, codec=codec.value,
+                              generate_every=generate_every)
+        from ..errors import InputError, OutputError
+        from ..io import remove_orphaned_temporaries
+
+        if src.is_dir():  # each video of the folder, like a folder of photos
+            from .photo import VIDEO_EXTENSIONS
+
+            kinds = VIDEO_EXTENSIONS | {".gif"}  # a GIF is an animation here, not a photo
+            todo = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")
+                          and p.suffix.lower() in kinds and ".facecomp." not in p.name)
+            if not todo:
+                raise InputError(f"{src}: no videos in this folder (looked for "
+                                 f"{', '.join(sorted(kinds))})")
+            folder = Path(output) if output else None
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise OutputError(f"{folder}: exists and is not a folder; with a folder as "
+                                  "input, -o names the output folder")
+            plans = [(p, (folder / default_output(p).name) if folder else default_output(p))
+                     for p in todo]
+        else:
+            dst = Path(output) if output else default_output(src)
+            if len(dst.name.encode()) <= 255 and output and (output.endswith(("/", os.sep))
+                                                               or dst.is_dir()):
+                dst = dst / default_output(src).name
+            plans = [(src, dst)]
+        for _, dst in plans:
+            if len(dst.name.encode()) > 255:
+                raise OutputError(f"{dst.name[:40]}...: the output name is longer than the 255 "
+                                  "bytes a file name may have; choose a shorter -o")
+        pipeline, failed = None, 0
+        for i, (one, dst) in enumerate(plans):
+            prefix = f"[{i + 1}/{len(plans)}] " if len(plans) > 1 else ""
+            try:
+                if dst.exists() and not overwrite:
+                    raise OutputError(f"{dst}: already exists; pass --overwrite to replace it")
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise OutputError(f"{dst.parent}: cannot create the output folder "
+                                      f"({e.strerror or e})") from None
+                remove_orphaned_temporaries(dst.parent)  # left by a run killed with SIGKILL
+                if pipeline is None:
+                    pipeline = FaceComp(config)
+                bar = _Bar("frames")
+                try:
+                    report = translate_video(one, dst, pipeline, vconfig, overwrite=overwrite,
+                                             on_progress=bar.update)
+                finally:
+                    bar.close()
+            except (InputError, OutputError) as e:
+                if len(plans) == 1:
+                    raise
+                failed += 1
+                _echo(f"{prefix}facecomp: error: {e}", err=True)
+                continue
+            tracks = f"{report.tracks} track" + ("" if report.tracks == 1 else "s")
+            _info(f"{prefix}{one} -> {dst}: {report.frames} frames, {report.face_frames} faces "
+                  f"in {tracks}, {report.seconds:.1f} s ({report.fps:.1f} fps)")
+            logging.getLogger("facecomp").info(
+                "time per stage: %s", ", ".join(f"{k} {v:.2f} s"
+                                                for k, v in report.timings.items()))
+        if len(plans) > 1:
+            _info(f"summary: {len(plans) - failed} written, {failed} failed")
+        return 1 if failed else 0
+
+    raise typer.Exit(_guard(run))
+
+
+class _Bar:
+    """A rich progress bar on stderr: done / total, rate, ETA."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit, self._progress, self._task, self._t0 = unit, None, None, time.perf_counter()
+
+    def update(self, done: int, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeRemainingColumn
+
+        if self._progress is None:
+            self._progress = Progress(TextColumn(self.unit), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                      console=Console(stderr=True))
+            self._progress.start()
+            self._task = self._progress.add_task(self.unit, total=total or None, rate="")
+        rate = done / max(1e-9, time.perf_counter() - self._t0)
+        self._progress.update(self._task, completed=done, total=total or None,
+                              rate=f"{rate:.1f} {self.unit}/s")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
+                  faces, min_score, detect_side, mask_scale, feather, strength, age=None, *,
+                  match_photo=True, keep_occluders=True, rotations=Rotations.auto):
+    """The PhotoConfig that the photo and video options describe."""
+    from ..stages.blend import BlendConfig
+    from ..stages.detect import DetectConfig
+    from ..face import FaceSelection
+    from ..pipeline import PhotoConfig
+    from ..stages.target import AgeTarget
+    from ..stages.translate import TranslateConfig
+
+    try:
+        target = AgeTarget.parse(age) if age is not None else None
+    except ConfigError as e:
+        raise ConfigError(f"--{e}") from None
+    return PhotoConfig(
+        model=model, direction=direction.value, min_face=min_face, age=target,
+        faces=FaceSelection.parse(faces),
+        detect=DetectConfig(min_score=min_score, max_side=detect_side,
+                            rotations=rotations.value),
+        blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
+                          feather=feather, strength=strength, chroma_limit=10.0 if match_photo
+                          else 0.0, keep_monochrome=match_photo, match_degradation=match_photo,
+                          keep_occluders=keep_occluders),
+        translate=TranslateConfig(device=device, batch_size=batch_size, precision=precision))
+
+
+@app.command(epilog=EXIT_CODES)
+def models(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Also show this model file or folder.")] = None,
+) -> None:
+    """List the models found ($FACECOMP_MODELS, then the shipped models) with their metadata."""
+    from ..checkpoint import list_models, read_info, search_path
+
+    def run() -> int:
+        entries = []
+        if model:
+            p = Path(model).expanduser()
+            if p.is_file():
+                entries.append((p, read_info(p)))
+            elif p.is_dir():
+                entries += [(e.path, e.info) for e in list_models([p])]
+            else:
+                raise ModelError(f"{model}: no such model file or folder")
+        entries += [(e.path, e.info) for e in list_models()]
+        if not entries:
+            dirs = ", ".join(str(d) for d in search_path())
+            typer.echo(f"no models found (searched {dirs})")
+            return 0
+        for path, info in entries:
+            arch = ", ".join(f"{k}={v}" for k, v in sorted(info.arch_args.items()))
+            typer.echo(f"{info.name}  {info.direction}: {info.source} -> {info.target}  "
+                       f"crop {info.crop_size}px  {info.architecture}({arch})  "
+                       f"template {info.template.name}")
+            typer.echo(f"    {path}")
+            if info.description:
+                typer.echo(f"    {info.description}")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=_PREPARE_EXIT)
+def prepare(
+    src: Annotated[Path, typer.Argument(
+        help="Folder of raw face images (JPEG, PNG, WebP, BMP, TIFF).", show_default=False)],
+    out: Annotated[Path, typer.Argument(
+        help="Output folder (created): training crops in OUT/, held-out crops in OUT/holdout/, "
+             "the manifest in OUT/prepare.jsonl.", show_default=False)],
+    size: Annotated[int, typer.Option(
+        "--size", "-s", min=16, max=2048,
+        help="Crop side in pixels: the crop size of the model to be trained.",
+        show_default=False)],
+    keep: Annotated[str, typer.Option(
+        "--keep", help="largest: one crop per image (NAME.png); all: every face "
+                       "(NAME_K.png, K numbered left to right from 1).")] = "largest",
+    min_face: MinFaceOpt = 48,
+    max_outside: Annotated[float, typer.Option(
+        "--max-outside", min=0.0, max=1.0,
+        help="Skip faces whose crop would take more than this part of its area from mirror "
+             "padding past the image border (1 keeps all).")] = 0.25,
+    holdout: Annotated[float, typer.Option(
+        "--holdout", help="Part of the source files whose crops go to OUT/holdout/, picked "
+                          "by a hash of the file name (0 disables).")] = 0.05,
+    age: Annotated[Optional[str], typer.Option(
+        "--age", help="Only UTKFace-style names AGE_GENDER_ID.jpg with AGE in this range: "
+                      "18-30 (inclusive), 60- (60 and over), 25.")] = None,
+    gender: Annotated[Optional[str], typer.Option(
+        "--gender", help="Only UTKFace-style names of this gender: female or male.")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="png, or jpg (quality 95).")] = "png",
+    recursive: Annotated[bool, typer.Option(
+        "--recursive", "-r", help="Also read the sub-folders of SRC.")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=0, help="Process at most this many source files (after the filters, "
+                               "not counting files done by earlier runs).")] = None,
+    template: Annotated[str, typer.Option(
+        "--template", help="Alignment template: facecomp-v1 (face with hair and chin) or "
+                           "facecomp-tight (face only, for tightly cropped data sets).")
+                        ] = "facecomp-v1",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Turn raw face images into aligned training crops, framed exactly as `photo` frames them.
+
+    Re-running continues where a run stopped (see OUT/prepare.jsonl); into an OUT that holds
+    no crops yet, a re-run may change the settings. Exits 0 when the run completed, even if some
+    files failed (they are counted); 1 when every file failed or no crop was written (the
+    message says why, e.g. the template that fits the images' framing).
+
+    Example: facecomp prepare utkface/ crops/ --size 128 --age 18-30
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    from ..training.prepare import PrepareConfig
+    from ..training.prepare import prepare as run_prepare
+
+    def run() -> int:
+        from ..geometry import template_by_name
+
+        try:
+            tmpl = template_by_name(template)
+        except ValueError as e:
+            raise ConfigError(f"--template: {e}") from None
+        config = PrepareConfig(size=size, template=tmpl, keep=keep, min_face=min_face, max_outside=max_outside,
+                               holdout=holdout, age=age, gender=gender, format=fmt,
+                               recursive=recursive, limit=limit, device=device)
+        console = Console(stderr=True)
+        progress = Progress(TextColumn("prepare"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                            console=console, disable=not console.is_terminal)
+        task = progress.add_task("prepare", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def on_progress(done: int, total: int) -> None:
+            rate = done / max(1e-9, time.perf_counter() - t0) if done else 0.0
+            progress.update(task, completed=done, total=total, rate=f"{rate:.1f} files/s")
+
+        # While the bar is live, rich proxies sys.stderr; log lines go through it, above the bar.
+        stderr = sys.stderr
+        handlers = [h for h in logging.getLogger().handlers
+                    if isinstance(h, logging.StreamHandler) and h.stream is stderr]
+        with progress:
+            for h in handlers:
+                h.setStream(sys.stderr)
+            try:
+                report = run_prepare(src, out, config, on_progress=on_progress)
+            finally:
+                for h in handlers:
+                    h.setStream(stderr)
+        _info(report.summary())
+        if report.nothing_written and not report.all_failed:
+            _echo(f"facecomp: error: {report.nothing_written}", err=True)
+            return 1
+        return 1 if report.all_failed else 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=_TRAIN_EXIT, context_settings={"max_content_width": 100})
+def train(
+    ctx: typer.Context,
+    a: Annotated[Optional[Path], typer.Option("--a", help="Folder of aligned domain-A faces "
+                                              "(from `facecomp prepare`).")] = None,
+    b: Annotated[Optional[Path], typer.Option("--b", help="Folder of aligned domain-B faces.")
+                 ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder: checkpoints, "
+                                                "config.json, stats.jsonl, samples/.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="JSON file of options (names as in config.json); flags given on the "
+                         "command line win.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly "
+                                         "where its last checkpoint left off.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON "
+                                          "and exit.")] = False,
+    name: Annotated[str, typer.Option(help="Model name written into the checkpoints.")
+                    ] = "cyclegan",
+    domain_a: Annotated[str, typer.Option(help="Name of domain A, e.g. young.")] = "A",
+    domain_b: Annotated[str, typer.Option(help="Name of domain B, e.g. old.")] = "B",
+    size: Annotated[int, typer.Option(help="Crop size in pixels (without --schedule).")] = 128,
+    template: Annotated[str, typer.Option(
+        help="Alignment template of the crops; auto: the one `facecomp prepare` recorded in "
+             "the folders (else facecomp-v1).")] = "auto",
+    schedule: Annotated[str, typer.Option(help="Progressive sizes as SIZE:EPOCHS,... e.g. "
+                                          "64:10,96:10,128:20 (weights carry across sizes).")
+                        ] = "",
+    n_epochs: Annotated[int, typer.Option(help="Epochs at the initial learning rate.")] = 100,
+    n_epochs_decay: Annotated[int, typer.Option(help="Epochs of linear decay to zero.")] = 100,
+    epoch_size: Annotated[int, typer.Option(help="Samples per epoch (0: the larger domain).")
+                          ] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per domain per step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
+    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.5,
+    lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle loss.")] = 10.0,
+    lambda_identity: Annotated[float, typer.Option(
+        help="Identity loss weight, relative to --lambda-cycle.")] = 0.5,
+    pool_size: Annotated[int, typer.Option(help="Image pool size (0: no pool).")] = 50,
+    ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
+    n_blocks: Annotated[int, typer.Option(help="Generator residual blocks.")] = 9,
+    upsample: Annotated[str, typer.Option(
+        help="Generator upsampling: resize (nearest x2 + 3x3 conv, no checkerboard texture) or "
+             "transpose (the reference's transposed conv, ~20 % cheaper).")] = "resize",
+    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
+    n_layers_d: Annotated[int, typer.Option(help="Discriminator layers (3: 70x70 PatchGAN).")
+                          ] = 3,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")
+                    ] = True,
+    scale_jitter: Annotated[float, typer.Option(help="Random upscale (fraction) before the "
+                                                "random crop.")] = 0.12,
+    seed: Annotated[int, typer.Option(help="Random seed (CPU runs repeat exactly).")] = 0,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on the CPU), fp32, "
+                                           "bf16, or fp16 (with loss scaling).")] = "auto",
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generators.")
+                       ] = False,
+    device: DeviceOpt = "auto",
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 50,
+    sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 500,
+    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total (0: train "
+                                           "to the end); resume later with --resume. Applies to "
+                                           "this invocation only.")] = 0,
+) -> None:
+    """Train a CycleGAN on two folders of aligned faces (torchrun-ready for several GPUs).
+
+    Example: facecomp train --a data/young --b data/old --out runs/age --schedule 64:5,128:5
+    --n-epochs 5 --n-epochs-decay 5. Several GPUs: torchrun --nproc-per-node 4 -m facecomp
+    train ... (one process per GPU; rank 0 logs and saves).
+    """
+    import json
+
+    from ..training import train as training
+
+    def run() -> int:
+        values = {k: v for k, v in ctx.params.items()
+                  if k not in ("config", "resume", "dry_run")}
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+        typed = {k for k in values if (src := ctx.get_parameter_source(k)) is not None
+                 and src.name == "COMMANDLINE"}
+        values = training.merge_config_file(values, config, typed)
+        if values.get("out") is None:
+            raise ConfigError("--out is required: the run folder")
+        if not resume and (values.get("a") is None or values.get("b") is None):
+            raise ConfigError("--a and --b are required: the two folders of aligned faces")
+        values["a"], values["b"] = values.get("a") or "", values.get("b") or ""
+        cfg = training.TrainConfig(**values)
+        if dry_run and cfg.template == "auto" and Path(cfg.a).is_dir() and Path(cfg.b).is_dir():
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, template=training.data_template(cfg.a, cfg.b))
+        if dry_run:
+            typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
+            return 0
+        bar = _TrainBar()
+        try:
+            result = training.train(cfg, resume=resume, overrides=typed, on_tick=bar.update)
+        finally:
+            bar.close()
+        _info(f"stopped at step {result.step} ({result.epoch} of {result.epochs} epochs "
+              f"complete); generators: "
+              f"{result.run_dir}/{result.name}.A2B.safetensors and .B2A.safetensors -- use them with "
+              f"`facecomp photo --model {result.run_dir}`")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=EXIT_CODES)
+def evaluate(
+    model: ModelOpt = None,
+    a: HeldOutAOpt = ...,
+    b: HeldOutBOpt = ...,
+    grid: Annotated[Optional[Path], typer.Option(
+        "--grid", help="Write an image of input / translated / reconstructed triplets.")] = None,
+    n_grid: Annotated[int, typer.Option("--n-grid", min=2, help="Faces in the grid (half from "
+                                        "each domain).")] = 32,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Score at most this "
+                                                 "many faces per domain.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the scores as "
+                                                     "JSON.")] = None,
+    identity: Annotated[bool, typer.Option(
+        "--identity/--no-identity", help="Measure whether translated faces are still the same "
+                                         "person (dlib's descriptor; needs the eval extra: "
+                                         "pip install 'facecomp[eval]').")] = True,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = None,
+) -> None:
+    """Score a model on held-out faces: cycle L1 both ways, identity L1, change in the face,
+    estimated age before and after, same person, chroma change and texture.
+
+    Example: facecomp evaluate --model runs/age --a data/young --b data/old --grid grid.jpg
+    """
+    from ..measure.evaluate import evaluate as run_evaluate
+    from ..io import check_output
+
+    def run() -> int:
+        if json_out is not None:
+            check_output(json_out, overwrite)
+        report = run_evaluate(model, a, b, limit=limit, grid=grid, n_grid=n_grid, device=device,
+                              batch_size=batch_size, identity=identity, overwrite=overwrite)
+        typer.echo(report.summary())
+        if grid is not None:
+            typer.echo(f"grid: {grid}")
+        if json_out is not None:
+            from ..io import atomic_path
+
+            with atomic_path(json_out, overwrite=overwrite) as tmp:
+                tmp.write_text(report.to_json() + "\n")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command(epilog=EXIT_CODES)
+def calibrate(
+    model: ModelOpt = None,
+    a: HeldOutAOpt = ...,
+    b: HeldOutBOpt = ...,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use at most this "
+                                                 "many faces per domain.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Measure and print the curves, "
+                                          "but leave the model files as they are.")] = False,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = None,
+) -> None:
+    """Measure how many years each generator of a model moves faces at each --strength, and
+    store that curve in the model files' metadata: what --age starts from (it picks each
+    face's direction; in videos it also sets the strength).
+
+    Example: facecomp calibrate --model runs/age --a data/young --b data/old
+    """
+    from ..measure.evaluate import calibrate_model
+
+    def run() -> int:
+        curves = calibrate_model(model, a, b, limit=limit, device=device,
+                                 batch_size=batch_size, write=not dry_run)
+        for direction, (path, cal) in curves.items():
+            points = ", ".join(f"{s:g}: {d:+.1f}" for s, d in zip(cal.strengths, cal.shifts))
+            typer.echo(f"{direction} ({cal.n} faces): strength -> mean age shift  {points}")
+            typer.echo(f"    {'measured only' if dry_run else 'stored in'} {path}")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+@app.command("train-age", epilog=_TRAIN_EXIT.replace(" (--resume continues)", ""))
+def train_age(
+    data: Annotated[Path, typer.Argument(
+        help="A `facecomp prepare` OUT folder of UTKFace-style crops AGE_GENDER_ID.png (all "
+             "ages; its holdout/ is scored, never trained on).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: "
+                                      "age-estimator.safetensors, stats.jsonl, config.json.",
+                                      show_default=False)] = ...,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the data.")] = 16,
+    width: Annotated[int, typer.Option(min=4, max=256, help="Network width.")] = 32,
+    input_size: Annotated[int, typer.Option(min=16, max=256, help="Input side (px).")] = 80,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Crops per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (one-cycle).")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    limit: Annotated[int, typer.Option(min=0, help="Use at most this many training crops "
+                                       "(0: all).")] = 0,
+) -> None:
+    """Train the age estimator that `evaluate`, `calibrate` and --age use.
+
+    Example: facecomp train-age data/all --out runs/age-estimator   (about 20-40 min on 2 cores)
+    """
+    from ..training.age_train import AgeTrainConfig
+    from ..training.age_train import train_age as run_train
+
+    def run() -> int:
+        cfg = AgeTrainConfig(data=str(data), out=str(out), epochs=epochs, width=width,
+                             input_size=input_size, batch_size=batch_size, lr=lr, seed=seed,
+                             limit=limit)
+
+        def tick(epoch: int, total: int, line: dict) -> None:
+            _info(f"epoch {epoch}/{total}: loss {line['loss']:.3f}, held-out MAE "
+                  f"{line['holdout_mae']:.2f} years ({line['seconds']:.0f} s)")
+
+        result = run_train(cfg, on_epoch=tick)
+        bands = ", ".join(f"{k} {v['mae']:.1f}" for k, v in result.metrics["bands"].items())
+        _info(f"held-out MAE {result.metrics['mae']:.2f} years ({bands}); "
+              f"{result.path} in {result.seconds / 60:.1f} min")
+        return 0
+
+    raise typer.Exit(_guard(run))
+
+
+class _TrainBar:
+    """A progress bar with it/s, ETA and the main losses, on stderr."""
+
+    def __init__(self) -> None:
+        self._progress = None
+        self._task = None
+
+    def update(self, p) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        if self._progress is None:
+            from rich.console import Console
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]} {task.fields[size]}px"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[rate]:.2f} it/s"),
+                TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                console=Console(stderr=True), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=p.total_steps,
+                                                 completed=p.step - 1, epoch=0, size=0, rate=0.0,
+                                                 losses="")
+        losses = " ".join(f"{k} {p.losses[k]:.3f}" for k in ("G", "D_A", "D_B") if k in p.losses)
+        self._progress.update(self._task, completed=p.step, epoch=p.epoch + 1, size=p.size,
+                              rate=p.it_per_s, losses=losses)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _info(message: str) -> None:
+    _echo(message, err=True)
+
+
+def _guard(run) -> int:
+    """Run a command body; turn facecomp errors into one line and an exit code."""
+    try:
+        return run()
+    except (ConfigError, ModelError) as e:
+        _echo(f"facecomp: error: {e}", err=True)
+        return 2
+    except FaceCompError as e:
+        _echo(f"facecomp: error: {e}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        _echo("facecomp: interrupted; no partial output was left behind", err=True)
+        return 130
+    except OSError as e:  # a filesystem error no stage turned into a message of its own
+        where = f"{e.filename}: " if e.filename else ""
+        _echo(f"facecomp: error: {where}{e.strerror or e}", err=True)
+        return 1
+
+
+def _threads_first(argv: list[str]) -> list[str]:
+    """``--threads N`` is an option of ``facecomp`` itself; accept it after the subcommand too
+    (``facecomp photo x.jpg --threads 1``) by moving it in front."""
+    out, moved, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--threads" and i + 1 < len(argv) and out:
+            moved += [a, argv[i + 1]]
+            i += 2
+            continue
+        if a.startswith("--threads=") and out:
+            moved.append(a)
+        else:
+            out.append(a)
+        i += 1
+    return moved + out
+
+
+def main() -> None:
+    import signal
+
+    # SIGTERM (kill, a closed terminal session, a container stop) ends a run like Ctrl-C:
+    # temporary outputs are removed and the exit code is 130.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    app(args=_threads_first(sys.argv[1:]))
