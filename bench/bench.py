@@ -1047,30 +1047,30 @@ class TextbookCycleGAN:
 
 def facecomp_stepper(s: Settings, device: str, real_A: torch.Tensor, real_B: torch.Tensor
                      ) -> tuple[Callable[[], None], str]:
-    """facecomp's own step (train.build_nets + train.train_step), set up as train() does:
+    """facecomp's own step (step.build_nets + step.train_step), set up as train() does:
     the config's memory format, its precision for the device, its backend switches (cudnn
     autotuning on CUDA, denormals flushed on the CPU: set before every step, since the textbook
     step in between restores the default)."""
-    from facecomp.training import train
+    from facecomp.training import step, train
+    from facecomp.training.config import TrainConfig
 
-    c = train.TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
-                          n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
-                          upsample="transpose", device=device)  # the textbook's architecture
+    c = TrainConfig(a="-", b="-", out="-", size=s.train_size, ngf=s.train_ngf,
+                    n_blocks=s.train_blocks, ndf=s.train_ndf, n_layers_d=3, batch_size=1,
+                    upsample="transpose", device=device)  # the textbook's architecture
     dev = torch.device(device)
-    nets = train.build_nets(c, dev)
-    pick = getattr(train, "_train_dtype", None)  # private: what train() picks for the device
-    dtype = pick(c.precision, dev) if pick else torch.float32
+    nets = step.build_nets(c, dev)
+    dtype = train.train_dtype(c.precision, dev)  # what train() picks for the device
     fmt = torch.channels_last if c.channels_last else torch.contiguous_format
     a, b = real_A.contiguous(memory_format=fmt), real_B.contiguous(memory_format=fmt)
 
     def ctx() -> contextlib.AbstractContextManager:
         return torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    def step() -> None:
+    def one_step() -> None:
         train.configure_backend(dev)
-        train.train_step(nets, a, b, c, ctx)
+        step.train_step(nets, a, b, c, ctx)
 
-    return step, str(dtype).replace("torch.", "")
+    return one_step, str(dtype).replace("torch.", "")
 
 
 def training_section(s: Settings) -> dict[str, Any]:

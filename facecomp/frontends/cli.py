@@ -687,7 +687,9 @@ def train(
     """
     import json
 
-    from ..training import train as training
+    from ..training.config import TrainConfig, merge_config_file
+    from ..training.data import data_template
+    from ..training.train import train as run_training
 
     def run() -> int:
         values = {k: v for k, v in ctx.params.items()
@@ -695,23 +697,23 @@ def train(
         values = {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
         typed = {k for k in values if (src := ctx.get_parameter_source(k)) is not None
                  and src.name == "COMMANDLINE"}
-        values = training.merge_config_file(values, config, typed)
+        values = merge_config_file(values, config, typed)
         if values.get("out") is None:
             raise ConfigError("--out is required: the run folder")
         if not resume and (values.get("a") is None or values.get("b") is None):
             raise ConfigError("--a and --b are required: the two folders of aligned faces")
         values["a"], values["b"] = values.get("a") or "", values.get("b") or ""
-        cfg = training.TrainConfig(**values)
+        cfg = TrainConfig(**values)
         if dry_run and cfg.template == "auto" and Path(cfg.a).is_dir() and Path(cfg.b).is_dir():
             import dataclasses
 
-            cfg = dataclasses.replace(cfg, template=training.data_template(cfg.a, cfg.b))
+            cfg = dataclasses.replace(cfg, template=data_template(cfg.a, cfg.b))
         if dry_run:
             typer.echo(json.dumps(cfg.to_json(), indent=2, sort_keys=True))
             return 0
         bar = _TrainBar()
         try:
-            result = training.train(cfg, resume=resume, overrides=typed, on_tick=bar.update)
+            result = run_training(cfg, resume=resume, overrides=typed, on_tick=bar.update)
         finally:
             bar.close()
         _info(f"stopped at step {result.step} ({result.epoch} of {result.epochs} epochs "

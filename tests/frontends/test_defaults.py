@@ -17,7 +17,7 @@ from facecomp.stages.detect import DetectConfig
 from facecomp.io import DEFAULT_MAX_PIXELS
 from facecomp.pipeline import PhotoConfig
 from facecomp.training.prepare import PrepareConfig
-from facecomp.training.train import TrainConfig
+from facecomp.training.config import TrainConfig
 from facecomp.stages.translate import TranslateConfig
 from facecomp.frontends.video import VideoConfig
 

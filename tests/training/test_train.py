@@ -13,10 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from facecomp.training import train as T
 from facecomp.checkpoint import load_generator, read_info, resolve_model
-from facecomp.errors import ConfigError, InputError
-from facecomp.training.train import TrainConfig, train, weights_digest
+from facecomp.errors import ConfigError, InputError, TrainingDiverged
+from facecomp.training import runs, step
+from facecomp.training import train as T
+from facecomp.training.config import TrainConfig
+from facecomp.training.runs import weights_digest
+from facecomp.training.train import train
 
 from ..conftest import SAMPLES, TINY_FLAGS
 
@@ -46,7 +49,7 @@ def tiny(domains, out: Path, **kw) -> TrainConfig:
 
 
 def _state_digests(run: Path) -> dict[str, str]:
-    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    s = torch.load(run / runs.STATE_FILE, weights_only=True)
     out = {k: _digest(v) for k, v in s["nets"].items()}
     out["pools"] = _digest({"a": s["pool_A"]["images"], "b": s["pool_B"]["images"]})
     out["opt_G"] = _digest({str(k): v for k, v in s["opt_G"]["state"].items()})
@@ -76,7 +79,7 @@ def _digest(tree) -> str:
 def test_a_few_steps_learn_and_the_result_works_in_the_photo_pipeline(domains, tmp_path,
                                                                       group_image, detector):
     torch.manual_seed(0)
-    before = weights_digest(T.build_nets(tiny(domains, tmp_path / "x"), torch.device("cpu")).G_A)
+    before = weights_digest(step.build_nets(tiny(domains, tmp_path / "x"), torch.device("cpu")).G_A)
     run = tmp_path / "run"
     result = train(tiny(domains, run, max_steps=4, sample_every=2))
     assert result.step == 4 and weights_digest(result.G_A) != before
@@ -157,7 +160,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(domains, tm
     run = tmp_path / "run"
     train(tiny(domains, run, max_steps=2))
     good = _state_digests(run)
-    real = T._lsgan
+    real = step.lsgan
     calls = {"n": 0}
 
     def poisoned(pred, real_label):
@@ -165,11 +168,11 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(domains, tm
         out = real(pred, real_label)
         return out * float("nan") if calls["n"] > 6 else out  # from step 4 on
 
-    monkeypatch.setattr(T, "_lsgan", poisoned)
-    with pytest.raises(T.TrainingDiverged, match="became nan"):
+    monkeypatch.setattr(step, "lsgan", poisoned)
+    with pytest.raises(TrainingDiverged, match="became nan"):
         train(tiny(domains, run, max_steps=6, save_every=1), resume=True)
     assert _state_digests(run)["G_A"] != good["G_A"]  # step 3 was saved (save_every=1) ...
-    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    s = torch.load(run / runs.STATE_FILE, weights_only=True)
     assert s["step"] == 3 and all(torch.isfinite(v).all() for v in s["nets"]["G_A"].values())
 
 
@@ -291,7 +294,7 @@ def test_fp16_with_loss_scaling_trains_and_resumes(domains, tmp_path):
     """The GradScaler path (used on GPUs without bf16) runs on the CPU too; its state resumes."""
     run = tmp_path / "run"
     train(tiny(domains, run, max_steps=2, precision="fp16"))
-    s = torch.load(run / T.STATE_FILE, weights_only=True)
+    s = torch.load(run / runs.STATE_FILE, weights_only=True)
     assert len(s["scalers"]) == 2 and s["scalers"][0]["scale"] > 0
     result = train(tiny(domains, run, max_steps=3, precision="fp16"), resume=True)
     assert result.step == 3
@@ -303,11 +306,11 @@ def test_runs_saved_before_the_upsample_option_resume_with_transposed_convs(doma
     must resume as such (the current default, resize, would not fit their weights)."""
     run = tmp_path / "old"
     train(tiny(domains, run, max_steps=2, upsample="transpose"))
-    state = torch.load(run / T.STATE_FILE, weights_only=True)
+    state = torch.load(run / runs.STATE_FILE, weights_only=True)
     config = json.loads(state["config"])
     del config["upsample"]
     state["config"] = json.dumps(config)
-    torch.save(state, run / T.STATE_FILE)
+    torch.save(state, run / runs.STATE_FILE)
     result = train(tiny(domains, run, max_steps=3), resume=True)
     assert result.step == 3
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in result.G_A.modules())
@@ -397,7 +400,7 @@ def test_suspicious_training_inputs_are_warned_about(domains, tmp_path, caplog, 
     train(tiny(domains, tmp_path / "r1", a=str(odd), b=str(odd), max_steps=1))
     assert "same folder" in caplog.text and "not square" in caplog.text
     caplog.clear()
-    real_step = T.train_step
+    real_step = step.train_step
 
     def exploding(*a, **k):  # what a far too high learning rate does to the losses
         return {**real_step(*a, **k), "G": 1e13}
@@ -412,7 +415,7 @@ def test_a_config_file_is_merged_by_the_config_layer(tmp_path):
     may use - or _; an unknown option or a file that is not a JSON object is a one-line error
     naming the library's parameter (the CLI shows it as --config)."""
     from facecomp.errors import ConfigError
-    from facecomp.training.train import merge_config_file
+    from facecomp.training.config import merge_config_file
 
     defaults = {"lr": 0.0002, "batch_size": 1, "n_epochs": 100}
     f = tmp_path / "c.json"
