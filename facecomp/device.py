@@ -18,8 +18,8 @@ from torch import nn
 
 from .errors import ConfigError, OutputError
 from .io import atomic_path
+from .options import PRECISIONS  # noqa: F401 - its home is the options table
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str) -> torch.device:

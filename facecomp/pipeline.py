@@ -25,6 +25,7 @@ from .stages.detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .errors import ConfigError, ModelError
 from .face import Face, FaceSelection
 from .geometry import box_iou
+from .options import PIPELINE, default
 from .stages.target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
 from .device import resolve_device
 from .stages.translate import TranslateConfig, Translator
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 class PhotoConfig:
     """Everything the photo pipeline needs, one frozen config per stage."""
 
-    model: str | None = None  # name, file or run folder; None = the default model
-    direction: str = "A2B"
-    min_face: int = 16  # faces whose box is smaller (px) are skipped and counted
+    model: str | None = default("model")  # name, file or run folder; None = the default model
+    direction: str = default("direction")
+    min_face: int = default("min_face")  # faces whose box is smaller (px) are skipped and counted
     faces: FaceSelection = field(default_factory=FaceSelection)
     detect: DetectConfig = field(default_factory=DetectConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
@@ -62,6 +63,33 @@ class PhotoConfig:
                               f"{self.age_max_strength}")
         if self.age is not None and self.blend.strength != 1.0:
             raise ConfigError("`age` sets each face's strength itself; leave `strength` out")
+
+    @classmethod
+    def from_options(cls, **values) -> "PhotoConfig":
+        """The config that the pipeline's options describe (:data:`facecomp.options.PIPELINE`:
+        their names, defaults and meaning; the ones not given take their defaults). The
+        front ends pass what the user chose; ``match_photo`` turns on or off all three of the
+        blend's photo-matching steps."""
+        unknown = sorted(set(values) - set(PIPELINE))
+        if unknown:
+            raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(unknown)}; the options are {', '.join(PIPELINE)}")
+        v = {name: o.default for name, o in PIPELINE.items()} | values
+        target = AgeTarget.parse(v["age"]) if v["age"] is not None else None
+        match = bool(v["match_photo"])
+        return cls(
+            model=v["model"], direction=v["direction"], min_face=v["min_face"], age=target,
+            faces=FaceSelection.parse(v["faces"]),
+            detect=DetectConfig(min_score=v["min_score"], max_side=v["detect_side"],
+                                rotations=v["rotations"]),
+            blend=BlendConfig(method=v["blend"], color_match=v["color_match"],
+                              mask_scale=v["mask_scale"], feather=v["feather"],
+                              strength=v["strength"],
+                              chroma_limit=BlendConfig.chroma_limit if match else 0.0,
+                              keep_monochrome=match, match_degradation=match,
+                              keep_occluders=v["keep_occluders"]),
+            translate=TranslateConfig(device=v["device"], batch_size=v["batch_size"],
+                                      precision=v["precision"]))
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,8 @@ interrupted. Errors are printed as one line, never as a traceback (``--debug-err
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import re
@@ -19,6 +21,7 @@ import typer
 
 from .. import __version__
 from ..errors import ConfigError, FaceCompError, ModelError
+from ..options import PIPELINE, VIDEO, VIDEO_DEFAULTS
 
 EXIT_CODES = """Exit codes: 0 done; 1 an input or output problem (see the message); 2 usage,
 configuration or model error; 130 interrupted."""
@@ -64,92 +67,7 @@ app = typer.Typer(
          "untouched.\n\n" + EXIT_CODES + " Each command's --help lists its own.")
 
 
-class Direction(str, Enum):
-    A2B = "A2B"
-    B2A = "B2A"
-
-
-class Blend(str, Enum):
-    poisson = "poisson"
-    feather = "feather"
-
-
-class Codec(str, Enum):  # facecomp.containers.CODECS
-    auto = "auto"
-    h264 = "h264"
-    h265 = "h265"
-    vp9 = "vp9"
-    av1 = "av1"
-    gif = "gif"
-
-
-class Rotations(str, Enum):
-    auto = "auto"
-    all = "all"
-    off = "off"
-
-
-# Shared option aliases (reused by later commands such as `video`).
-ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Model name (see `facecomp models`), .safetensors file or training run "
-                          "folder. Default: the shipped default model.")]
-DirectionOpt = Annotated[Direction, typer.Option(
-    "--direction", "-d", case_sensitive=False,
-    help="A2B translates domain A into B (for the age models: make older); B2A the reverse.")]
-DeviceOpt = Annotated[str, typer.Option(
-    "--device", help="auto (GPU when present), cpu, or cuda[:N].")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="Generator arithmetic: auto (bf16/fp16 on a GPU; on the CPU bf16 where "
-                        "a quick check finds it faster, else fp32), fp32, bf16, fp16.")]
-BatchOpt = Annotated[Optional[int], typer.Option(
-    "--batch-size", min=1, max=4096, help="Face crops per generator pass (default: 8 on the "
-                                          "CPU, 16 on a GPU). Larger is not faster on a CPU: "
-                                          "beyond ~12 crops the activations leave its caches.")]
-BlendOpt = Annotated[Blend, typer.Option(
-    "--blend", case_sensitive=False,
-    help="feather: soft-mask composite; poisson: gradient-domain cv2.seamlessClone.")]
-MinFaceOpt = Annotated[int, typer.Option(
-    "--min-face", min=0, help="Skip faces smaller than this many pixels (box side); they are "
-                              "counted in the report.")]
-FacesOpt = Annotated[str, typer.Option(
-    "--faces", help="Which faces: all, largest, numbers like 1,3 (left to right, as drawn "
-                    "by --debug), or by estimated age: age<40, age>=60, age>=20,age<40.")]
-AgeOpt = Annotated[Optional[str], typer.Option(
-    "--age", help="Target age: 70 (absolute) or +25 / -15 (years relative to each face's "
-                  "estimated age). Each face gets the direction and amount of change that "
-                  "bring it there, from the model's age calibration (`facecomp calibrate`); "
-                  "replaces --direction and --strength.", show_default=False)]
-ColorMatchOpt = Annotated[bool, typer.Option(
-    "--color-match/--no-color-match",
-    help="Match each translated face's colour (LAB mean/std) to the original face.")]
-MatchPhotoOpt = Annotated[bool, typer.Option(
-    "--match-photo/--raw-change",
-    help="Make each face's change belong to the photo: it keeps the face's own sharpness, blur, "
-         "grain and noise, greyscale faces stay grey (sepia keeps its tone) and a pixel's "
-         "colour change is capped near 10 CIELAB a/b units. --raw-change pastes the model's "
-         "change as it is.")]
-OccludersOpt = Annotated[bool, typer.Option(
-    "--keep-occluders/--paint-occluders",
-    help="Keep what lies over a face (hands, microphones, cups, glasses frames, masks, hair "
-         "strands) as it is, found by the shipped occlusion model; --paint-occluders changes "
-         "the whole face ellipse.")]
-RotationsOpt = Annotated[Rotations, typer.Option(
-    "--rotations", case_sensitive=False, help="Find turned heads too: auto (a cheap coarse look at 90/180/270 "
-                        "degrees, a full one where it finds more faces), all (full passes at "
-                        "all four angles), off.")]
-MinScoreOpt = Annotated[float, typer.Option(
-    "--min-score", min=0.0, max=1.0, help="Drop detections scoring below this.")]
-DetectSideOpt = Annotated[int, typer.Option(
-    "--detect-side", min=64, help="Detect on a copy whose longer side is at most this many "
-                                  "pixels (results map back to full resolution).")]
-MaskScaleOpt = Annotated[float, typer.Option(
-    "--mask-scale", min=0.3, max=1.6, help="Grow (>1) or erode (<1) the face mask.")]
-FeatherOpt = Annotated[float, typer.Option(
-    "--feather", min=0.0, max=1.0, help="Part of the mask radius that fades out (scales with "
-                                        "face size).")]
-StrengthOpt = Annotated[float, typer.Option(
-    "--strength", min=0.0, max=2.0, help="How much of the model's change to apply: 0 none, "
-                                          "1 all, up to 2 to exaggerate it.")]
+# Option aliases shared by several commands.
 HeldOutAOpt = Annotated[Path, typer.Option(
     "--a", help="Aligned domain-A crops (uses DIR/holdout when `facecomp prepare` made one).",
     show_default=False)]
@@ -157,6 +75,72 @@ HeldOutBOpt = Annotated[Path, typer.Option("--b", help="Aligned domain-B crops (
                                            show_default=False)]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace outputs that already exist (inputs are never modified).")]
+
+
+#: Enum types for the table's choice options (case-insensitive choices in --help), one per
+#: option, made on first use
+_CHOICES: dict[str, type] = {}
+
+
+def _choice_type(o) -> type:
+    if o.name not in _CHOICES:
+        _CHOICES[o.name] = Enum(o.name.title().replace("_", ""), {c: c for c in o.choices},
+                                type=str)
+    return _CHOICES[o.name]
+
+
+def _from_table(o, default=None) -> inspect.Parameter:
+    """One typer option from an entry of :mod:`facecomp.options`: its flags, help (with the
+    library's parameter names shown as flags), range, choices and default."""
+    kw: dict = {"help": _flags(o.help), "show_default": o.show_default}
+    if o.low is not None:
+        kw["min"] = o.low
+    if o.high is not None:
+        kw["max"] = o.high
+    if o.metavar:
+        kw["metavar"] = o.metavar
+    kind = o.kind
+    value = o.default if default is None else default
+    if o.choices:
+        kind = _choice_type(o)
+        kw["case_sensitive"] = False
+        value = None if value is None else kind(value)
+    if o.optional:
+        kind = Optional[kind]
+    flags = o.flags or ("--" + o.name.replace("_", "-"),)
+    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=value,
+                             annotation=Annotated[kind, typer.Option(*flags, **kw)])
+
+
+def _with_options(*tables: dict, defaults: dict | None = None, leave_out: tuple[str, ...] = (),
+                  after: str | None = None):
+    """Add the options of ``tables`` (from :mod:`facecomp.options`: each declared there once,
+    with its default and help) to a command, after its parameter ``after`` (or its own
+    parameters); the command takes them as ``**options``, choices as plain strings."""
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [_from_table(o, (defaults or {}).get(o.name)) for table in tables
+                 for o in table.values() if o.name not in leave_out]
+        at = [p.name for p in own].index(after) + 1 if after else len(own)
+        # keyword-only from there on, so the generated ones may sit between the command's own
+        own = own[:at] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[at:]]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            return fn(*args, **{k: v.value if isinstance(v, Enum) else v
+                                for k, v in kwargs.items()})
+
+        command.__signature__ = inspect.Signature(own[:at] + extra + own[at:])
+        return command
+    return wrap
+
+
+# The pipeline's options that other commands take too, as the table declares them
+ModelOpt = _from_table(PIPELINE["model"]).annotation
+DeviceOpt = _from_table(PIPELINE["device"]).annotation
+BatchOpt = _from_table(PIPELINE["batch_size"]).annotation
+MinFaceOpt = _from_table(PIPELINE["min_face"]).annotation
 
 
 def _version(value: bool) -> None:
@@ -186,6 +170,7 @@ def _main(
 
 
 @app.command(epilog=_PHOTO_EXIT)
+@_with_options(PIPELINE, after="output")
 def photo(
     inputs: Annotated[list[Path], typer.Argument(
         help="Image files (JPEG, PNG, WebP, BMP, TIFF) and/or folders of them.",
@@ -194,24 +179,6 @@ def photo(
         "--output", "-o", help="Output file (one input) or folder (several inputs, or a name "
                                "ending in /; created if missing). Default: NAME.facecomp.EXT "
                                "beside each input.")] = None,
-    direction: DirectionOpt = Direction.A2B,
-    model: ModelOpt = None,
-    blend: BlendOpt = Blend.feather,
-    color_match: ColorMatchOpt = True,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    min_face: MinFaceOpt = 16,
-    faces: FacesOpt = "all",
-    min_score: MinScoreOpt = 0.9,
-    detect_side: DetectSideOpt = 2000,
-    mask_scale: MaskScaleOpt = 1.0,
-    feather: FeatherOpt = 0.3,
-    strength: StrengthOpt = 1.0,
-    age: AgeOpt = None,
-    match_photo: MatchPhotoOpt = True,
-    keep_occluders: OccludersOpt = True,
-    rotations: RotationsOpt = Rotations.auto,
     overwrite: OverwriteOpt = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Leave outputs that already exist as they are and count them as "
@@ -223,19 +190,17 @@ def photo(
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Refuse images with more pixels than this (protects "
                                     "against decompression bombs).")] = 200_000_000,
+    **options,
 ) -> None:
     """Translate every face in one or more photos and write new files.
 
     Example: facecomp photo group.jpg --direction A2B   (writes group.facecomp.jpg)
     """
-    from ..pipeline import FaceComp
+    from ..pipeline import FaceComp, PhotoConfig
     from .photo import plan_jobs, run_photos
 
     def run() -> int:
-        config = _photo_config(model, direction, blend, color_match, device, precision,
-                               batch_size, min_face, faces, min_score, detect_side, mask_scale,
-                               feather, strength, age, match_photo=match_photo,
-                               keep_occluders=keep_occluders, rotations=rotations)
+        config = PhotoConfig.from_options(**options)
         jobs = plan_jobs(list(inputs), Path(output) if output else None,
                          output_is_folder=bool(output) and output.endswith(("/", os.sep)))
 
@@ -246,7 +211,7 @@ def photo(
                       f"{fc.translator.device}")
             elif fc.info is not None:
                 _info(f"model {fc.info.name}: {fc.info.source} -> {fc.info.target} "
-                      f"({direction.value}), device {fc.translator.device}")
+                      f"({config.direction}), device {fc.translator.device}")
             return fc
         t0 = time.perf_counter()
         total = len(jobs)
@@ -279,6 +244,7 @@ def photo(
 
 
 @app.command(epilog=_VIDEO_EXIT)
+@_with_options(PIPELINE, VIDEO, defaults=VIDEO_DEFAULTS, leave_out=("faces",), after="output")
 def video(
     src: Annotated[Path, typer.Argument(
         help="Input video (anything FFmpeg reads: MP4, MOV, MKV, WebM, AVI, TS/M2TS, GIF, ...) "
@@ -291,55 +257,8 @@ def video(
                                "missing folders are created. Audio the container cannot hold "
                                "is re-encoded. Default: NAME.facecomp.mp4 beside the input.")
     ] = None,
-    direction: DirectionOpt = Direction.A2B,
-    model: ModelOpt = None,
-    blend: BlendOpt = Blend.feather,
-    color_match: ColorMatchOpt = True,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    batch_size: BatchOpt = None,
-    min_face: MinFaceOpt = 16,
-    min_score: MinScoreOpt = 0.9,
-    detect_side: DetectSideOpt = 2000,
-    mask_scale: MaskScaleOpt = 1.0,
-    feather: FeatherOpt = 0.3,
-    strength: StrengthOpt = 1.0,
-    age: AgeOpt = None,
-    match_photo: MatchPhotoOpt = True,
-    keep_occluders: OccludersOpt = True,
-    rotations: RotationsOpt = Rotations.off,
-    detect_every: Annotated[int, typer.Option(
-        "--detect-every", min=1, help="Look for new faces with the full detector every K "
-                                      "frames. Faces already found are followed from frame to "
-                                      "frame by its fast last stage; a face lost that way is "
-                                      "looked for at once around where it was. 1: the full "
-                                      "detector on every frame (slowest).")] = 5,
-    start: Annotated[float, typer.Option("--start", min=0.0, help="Start at this time "
-                                         "(seconds).")] = 0.0,
-    end: Annotated[Optional[float], typer.Option("--end", help="Stop at this time (seconds).")
-                   ] = None,
-    codec: Annotated[Codec, typer.Option(
-        "--codec", case_sensitive=False, help="Video codec; auto: the container's usual one. "
-        "MP4 holds h264/h265/av1, MOV h264/h265, MKV h264/h265/vp9/av1, WebM vp9/av1, AVI "
-        "h264, GIF gif.")] = Codec.auto,
-    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="Quality on x264's scale "
-                                     "(lower: better, bigger); mapped for VP9 and AV1.")] = 18,
-    preset: Annotated[str, typer.Option("--preset", help="Speed preset, x264's names "
-                                        "(ultrafast .. veryslow); mapped for VP9 and AV1.")
-                      ] = "medium",
-    steady: Annotated[float, typer.Option(
-        "--steady", min=0.0, max=10.0, metavar="SECONDS",
-        help="Time constant of each face's running average of the model's change, where the "
-             "face itself stays the same, so blotches do not come and go between frames; a "
-             "face that moves, speaks or blinks takes its new change at once. 0: each frame's "
-             "change as the model gives it.")] = 0.25,
-    generate_every: Annotated[int, typer.Option(
-        "--generate-every", min=1, max=30, metavar="K",
-        help="With --steady, run the model on each face at least every K frames; in between, "
-             "a frame where the face stayed the same takes its last change, moved with the "
-             "face (up to K times less model time). A face that moves, speaks or blinks runs "
-             "the model at once. 1: the model on every frame.")] = 2,
     overwrite: OverwriteOpt = False,
+    **options,
 ) -> None:
     """Translate every face of a video (or of each video in a folder), frame by frame, stable
     over time; audio is kept.
@@ -349,17 +268,12 @@ def video(
 
     Example: facecomp video clip.mp4 -o clip-old.mp4 --direction A2B
     """
-    from ..pipeline import FaceComp
+    from ..pipeline import FaceComp, PhotoConfig
     from .video import VideoConfig, default_output, translate_video
 
     def run() -> int:
-        config = _photo_config(model, direction, blend, color_match, device, precision,
-                               batch_size, min_face, "all", min_score, detect_side, mask_scale,
-                               feather, strength, age, match_photo=match_photo,
-                               keep_occluders=keep_occluders, rotations=rotations)
-        vconfig = VideoConfig(detect_every=detect_every, start=start, end=end, crf=crf,
-                              preset=preset, steady=steady, codec=codec.value,
-                              generate_every=generate_every)
+        config = PhotoConfig.from_options(**{k: v for k, v in options.items() if k in PIPELINE})
+        vconfig = VideoConfig(**{k: v for k, v in options.items() if k in VIDEO})
         from ..errors import InputError, OutputError
         from ..io import remove_orphaned_temporaries
 
@@ -451,33 +365,6 @@ class _Bar:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
-
-
-def _photo_config(model, direction, blend, color_match, device, precision, batch_size, min_face,
-                  faces, min_score, detect_side, mask_scale, feather, strength, age=None, *,
-                  match_photo=True, keep_occluders=True, rotations=Rotations.auto):
-    """The PhotoConfig that the photo and video options describe."""
-    from ..stages.blend import BlendConfig
-    from ..stages.detect import DetectConfig
-    from ..face import FaceSelection
-    from ..pipeline import PhotoConfig
-    from ..stages.target import AgeTarget
-    from ..stages.translate import TranslateConfig
-
-    try:
-        target = AgeTarget.parse(age) if age is not None else None
-    except ConfigError as e:
-        raise ConfigError(f"--{e}") from None
-    return PhotoConfig(
-        model=model, direction=direction.value, min_face=min_face, age=target,
-        faces=FaceSelection.parse(faces),
-        detect=DetectConfig(min_score=min_score, max_side=detect_side,
-                            rotations=rotations.value),
-        blend=BlendConfig(method=blend.value, color_match=color_match, mask_scale=mask_scale,
-                          feather=feather, strength=strength, chroma_limit=10.0 if match_photo
-                          else 0.0, keep_monochrome=match_photo, match_degradation=match_photo,
-                          keep_occluders=keep_occluders),
-        translate=TranslateConfig(device=device, batch_size=batch_size, precision=precision))
 
 
 @app.command(epilog=EXIT_CODES)

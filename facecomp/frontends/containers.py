@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..options import CODECS
 
 #: Speed presets, x264's names; other encoders map them to their own speed settings.
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -46,7 +47,6 @@ CONTAINERS: dict[str, Container] = {
                       frozenset({"mp3", "ac3", "pcm_s16le", "pcm_u8"}), "libmp3lame"),
     ".gif": Container("GIF", {"gif": "gif"}, frozenset(), None),
 }
-CODECS = ("auto", "h264", "h265", "vp9", "av1", "gif")
 
 
 @dataclass(frozen=True)

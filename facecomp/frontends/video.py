@@ -32,6 +32,7 @@ from .containers import OutputPlan, check_encoding, plan_output
 from .encode import AudioOut, VideoOut, carry_tags, to_rgb
 from ..errors import ConfigError, InputError, OutputError, PartialVideo
 from ..io import atomic_path
+from ..options import default
 from ..pipeline import FaceComp
 from ..stages.steady import SteadyChange
 from ..geometry import box_iou
@@ -62,18 +63,18 @@ class VideoConfig:
     in between, a frame whose face stayed the same reuses the last change, carried along the
     face's motion (1: the generator on every frame)."""
 
-    detect_every: int = 5
-    start: float = 0.0
-    end: float | None = None
-    crf: int = 18
-    preset: str = "medium"
-    codec: str = "auto"
+    detect_every: int = default("detect_every")
+    start: float = default("start")
+    end: float | None = default("end")
+    crf: int = default("crf")
+    preset: str = default("preset")
+    codec: str = default("codec")
     batch_frames: int = 8
     queue_size: int = 16
     color_smoothing: float = 0.3
     age_smoothing: float = 2.0
-    steady: float = 0.25
-    generate_every: int = 2
+    steady: float = default("steady")
+    generate_every: int = default("generate_every")
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:

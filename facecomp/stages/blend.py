@@ -24,10 +24,10 @@ import numpy as np
 from ..errors import ConfigError
 from ..face import Face
 from ..geometry import Template, compose, invert_affine, transform_points, translation
+from ..options import BLENDS, default
 
 log = logging.getLogger(__name__)
 
-BLENDS = ("feather", "poisson")
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,16 @@ class BlendConfig:
     glasses frames, masks, hair strands) keeps its pixels (the pipeline passes the occlusion
     model's weights as ``keep``)."""
 
-    method: str = "feather"
-    color_match: bool = True
-    mask_scale: float = 1.0
-    feather: float = 0.3
+    method: str = default("blend")
+    color_match: bool = default("color_match")
+    mask_scale: float = default("mask_scale")
+    feather: float = default("feather")
     keep_detail: bool = True
-    strength: float = 1.0
+    strength: float = default("strength")
     chroma_limit: float = 10.0
     keep_monochrome: bool = True
     match_degradation: bool = True
-    keep_occluders: bool = True
+    keep_occluders: bool = default("keep_occluders")
 
     def __post_init__(self) -> None:
         if self.method not in BLENDS:

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..face import Face
+from ..options import ROTATIONS, default
 from .mtcnn import PYRAMID_FACTOR, bbreg, crop_bounds, imresample, load_nets, nms, rerec
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,12 @@ class DetectConfig:
     """
 
     min_face_size: int = 15
-    min_score: float = 0.9
+    min_score: float = default("min_score")
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    max_side: int = 2000
+    max_side: int = default("detect_side")
     border_pad: float = 0.05
     large_faces: bool = True
-    rotations: str = "auto"
+    rotations: str = default("rotations")
 
     def __post_init__(self) -> None:
         if self.min_face_size < 6:
@@ -69,7 +70,6 @@ class DetectConfig:
                               f"{self.rotations!r}")
 
 
-ROTATIONS = ("auto", "all", "off")
 COARSE_SIDE = 256  # the coarse pass's copy: shorter side, px
 COARSE_MIN_FACE = 36  # ... and the smallest face it looks for there (1/7 of that side)
 COARSE_PNET_THRESHOLD = 0.8  # its first stage's threshold: fewer candidates than 0.6

@@ -36,10 +36,10 @@ class AgeTarget:
 
     def __post_init__(self) -> None:
         if self.relative and not -90 <= self.value <= 90:
-            raise ConfigError(f"age: a relative target must be within -90..+90 years, got "
+            raise ConfigError(f"`age`: a relative target must be within -90..+90 years, got "
                               f"{self.value:+g}")
         if not self.relative and not 1 <= self.value <= 110:
-            raise ConfigError(f"age: an absolute target must be within 1..110 years, got "
+            raise ConfigError(f"`age`: an absolute target must be within 1..110 years, got "
                               f"{self.value:g}")
 
     @classmethod
@@ -49,7 +49,7 @@ class AgeTarget:
             return cls(float(text))
         m = _TARGET.fullmatch(str(text).strip())
         if m is None:
-            raise ConfigError(f"age takes a target age like 70, or a change like +25 or -15, "
+            raise ConfigError(f"`age` takes a target age like 70, or a change like +25 or -15, "
                               f"got {text!r}")
         value = float(m.group(2))
         if m.group(1):

@@ -17,6 +17,7 @@ from torch import nn
 from ..device import PRECISIONS, cast_copy, resolve_device, resolve_dtype
 from ..errors import ConfigError
 from ..networks import inference_form
+from ..options import default
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,9 @@ class TranslateConfig:
     when :func:`facecomp.device.cpu_bf16_is_faster` finds bf16 convolutions clearly faster on this CPU, else fp32.
     """
 
-    device: str = "auto"
-    batch_size: int | None = None
-    precision: str = "auto"
+    device: str = default("device")
+    batch_size: int | None = default("batch_size")
+    precision: str = default("precision")
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:

@@ -105,3 +105,20 @@ def test_training_and_prepare_flags_start_at_their_configs_defaults(command, cls
         if a != b and not (a in empty and b in empty):
             wrong[flag] = (a, b)
     assert not wrong, wrong
+
+
+def test_the_options_table_builds_the_default_config_and_names_its_mistakes():
+    """`PhotoConfig.from_options` (what every front end calls) with nothing chosen is the
+    library's default config; `match_photo` turns the three photo-matching steps off together;
+    an unknown option is a one-line error that lists the real ones."""
+    from facecomp.errors import ConfigError
+    from facecomp.options import PIPELINE
+
+    assert PhotoConfig.from_options() == PhotoConfig()
+    raw = PhotoConfig.from_options(match_photo=False, detect_side=800, rotations="off", age="+20")
+    assert (raw.blend.chroma_limit, raw.blend.keep_monochrome, raw.blend.match_degradation) == \
+        (0.0, False, False)
+    assert raw.detect.max_side == 800 and raw.detect.rotations == "off" and str(raw.age) == "+20"
+    with pytest.raises(ConfigError, match="unknown option strenght; the options are direction"):
+        PhotoConfig.from_options(strenght=1.5)
+    assert set(PIPELINE) >= {"direction", "strength", "age", "faces", "rotations"}

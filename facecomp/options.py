@@ -1,0 +1,128 @@
+"""The options of the photo and video pipeline, declared once: name, type, default, range and
+help. The config dataclasses take their defaults from here, ``PhotoConfig.from_options`` turns
+option values into a config, and the front ends build their controls from the same table (the
+CLI its flags, a web page its widgets), so no default or help text is written twice.
+
+Plain data, no imports beyond the standard library: the CLI reads it at start-up. Help texts name
+other options in backticks (`` `strength` ``); the CLI shows them as its flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BLENDS = ("feather", "poisson")
+ROTATIONS = ("auto", "all", "off")
+CODECS = ("auto", "h264", "h265", "vp9", "av1", "gif")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. ``kind``: its Python type (``str``, ``int``, ``float``, ``bool``); ``optional``:
+    None is allowed (and is the default when ``default`` is None); ``low``/``high``: inclusive
+    range; ``choices``: the allowed strings (matched case-insensitively); ``flags``: the CLI's
+    spelling when it is not ``--name-with-dashes`` (e.g. a short form, or ``--on/--off`` for a
+    bool); ``metavar``: the CLI's placeholder."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    optional: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    metavar: str | None = None
+    show_default: bool = True
+
+
+def _table(*options: Option) -> dict[str, Option]:
+    return {o.name: o for o in options}
+
+
+#: Options of every command that changes faces (photo, video, and later the web page and batch).
+PIPELINE = _table(
+    Option("direction", str, "A2B", "A2B translates domain A into B (for the age models: make "
+           "older); B2A the reverse.", choices=("A2B", "B2A"), flags=("--direction", "-d")),
+    Option("model", str, None, "Model name (see `facecomp models`), .safetensors file or "
+           "training run folder. Default: the shipped default model.", optional=True,
+           flags=("--model", "-m")),
+    Option("blend", str, "feather", "feather: soft-mask composite; poisson: gradient-domain "
+           "cv2.seamlessClone.", choices=BLENDS),
+    Option("color_match", bool, True, "Match each translated face's colour (LAB mean/std) to "
+           "the original face.", flags=("--color-match/--no-color-match",)),
+    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+    Option("precision", str, "auto", "Generator arithmetic: auto (bf16/fp16 on a GPU; on the "
+           "CPU bf16 where a quick check finds it faster, else fp32), fp32, bf16, fp16."),
+    Option("batch_size", int, None, "Face crops per generator pass (default: 8 on the CPU, 16 "
+           "on a GPU). Larger is not faster on a CPU: beyond ~12 crops the activations leave "
+           "its caches.", optional=True, low=1, high=4096),
+    Option("min_face", int, 16, "Skip faces smaller than this many pixels (box side); they are "
+           "counted in the report.", low=0),
+    Option("faces", str, "all", "Which faces: all, largest, numbers like 1,3 (left to right, "
+           "as drawn by `debug`), or by estimated age: age<40, age>=60, age>=20,age<40."),
+    Option("min_score", float, 0.9, "Drop detections scoring below this.", low=0.0, high=1.0),
+    Option("detect_side", int, 2000, "Detect on a copy whose longer side is at most this many "
+           "pixels (results map back to full resolution).", low=64),
+    Option("mask_scale", float, 1.0, "Grow (>1) or erode (<1) the face mask.", low=0.3,
+           high=1.6),
+    Option("feather", float, 0.3, "Part of the mask radius that fades out (scales with face "
+           "size).", low=0.0, high=1.0),
+    Option("strength", float, 1.0, "How much of the model's change to apply: 0 none, 1 all, up "
+           "to 2 to exaggerate it.", low=0.0, high=2.0),
+    Option("age", str, None, "Target age: 70 (absolute) or +25 / -15 (years relative to each "
+           "face's estimated age). Each face gets the direction and amount of change that bring "
+           "it there, from the model's age calibration (`facecomp calibrate`); replaces "
+           "`direction` and `strength`.", optional=True, show_default=False),
+    Option("match_photo", bool, True, "Make each face's change belong to the photo: it keeps "
+           "the face's own sharpness, blur, grain and noise, greyscale faces stay grey (sepia "
+           "keeps its tone) and a pixel's colour change is capped near 10 CIELAB a/b units. "
+           "`raw_change` pastes the model's change as it is.",
+           flags=("--match-photo/--raw-change",)),
+    Option("keep_occluders", bool, True, "Keep what lies over a face (hands, microphones, cups, "
+           "glasses frames, masks, hair strands) as it is, found by the shipped occlusion "
+           "model; `paint_occluders` changes the whole face ellipse.",
+           flags=("--keep-occluders/--paint-occluders",)),
+    Option("rotations", str, "auto", "Find turned heads too: auto (a cheap coarse look at "
+           "90/180/270 degrees, a full one where it finds more faces), all (full passes at all "
+           "four angles), off.", choices=ROTATIONS),
+)
+
+#: Where video differs from photos: it looks for upright faces only unless asked (a turned
+#: pass on every full detection costs more than it finds in footage).
+VIDEO_DEFAULTS = {"rotations": "off"}
+
+#: Options of video only.
+VIDEO = _table(
+    Option("detect_every", int, 5, "Look for new faces with the full detector every K frames. "
+           "Faces already found are followed from frame to frame by its fast last stage; a "
+           "face lost that way is looked for at once around where it was. 1: the full "
+           "detector on every frame (slowest).", low=1),
+    Option("start", float, 0.0, "Start at this time (seconds).", low=0.0),
+    Option("end", float, None, "Stop at this time (seconds).", optional=True),
+    Option("codec", str, "auto", "Video codec; auto: the container's usual one. MP4 holds "
+           "h264/h265/av1, MOV h264/h265, MKV h264/h265/vp9/av1, WebM vp9/av1, AVI h264, GIF "
+           "gif.", choices=CODECS),
+    Option("crf", int, 18, "Quality on x264's scale (lower: better, bigger); mapped for VP9 "
+           "and AV1.", low=0, high=51),
+    Option("preset", str, "medium", "Speed preset, x264's names (ultrafast .. veryslow); "
+           "mapped for VP9 and AV1."),
+    Option("steady", float, 0.25, "Time constant of each face's running average of the "
+           "model's change, where the face itself stays the same, so blotches do not come and "
+           "go between frames; a face that moves, speaks or blinks takes its new change at "
+           "once. 0: each frame's change as the model gives it.", low=0.0, high=10.0,
+           metavar="SECONDS"),
+    Option("generate_every", int, 2, "With `steady`, run the model on each face at least every "
+           "K frames; in between, a frame where the face stayed the same takes its last "
+           "change, moved with the face (up to K times less model time). A face that moves, "
+           "speaks or blinks runs the model at once. 1: the model on every frame.", low=1,
+           high=30, metavar="K"),
+)
+
+
+def default(name: str) -> Any:
+    """The default of a pipeline or video option."""
+    return (PIPELINE.get(name) or VIDEO[name]).default
