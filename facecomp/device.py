@@ -18,8 +18,6 @@ from torch import nn
 
 from .errors import ConfigError, OutputError
 from .io import atomic_path
-from .options import PRECISIONS  # noqa: F401 - its home is the options table
-
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,7 +1,8 @@
-"""The options of the photo and video pipeline, declared once: name, type, default, range and
-help. The config dataclasses take their defaults from here, ``PhotoConfig.from_options`` turns
-option values into a config, and the front ends build their controls from the same table (the
-CLI its flags, a web page its widgets), so no default or help text is written twice.
+"""Options declared once: name, type, default, range and help of the photo and video pipeline
+(:data:`PIPELINE`, :data:`VIDEO`) and of training (:data:`TRAIN`). The config dataclasses take
+their defaults from here, ``PhotoConfig.from_options`` turns option values into a config, and
+the front ends build their controls from the same tables (the CLI its flags, a web page its
+widgets), so no default or help text is written twice.
 
 Plain data, no imports beyond the standard library: the CLI reads it at start-up. Help texts name
 other options in backticks (`` `strength` ``); the CLI shows them as its flags.
@@ -120,6 +121,50 @@ VIDEO = _table(
            "change, moved with the face (up to K times less model time). A face that moves, "
            "speaks or blinks runs the model at once. 1: the model on every frame.", low=1,
            high=30, metavar="K"),
+)
+
+
+#: Options of `facecomp train` (the fields of ``TrainConfig``, with the reference
+#: implementation's names).
+TRAIN = _table(
+    Option("name", str, "cyclegan", "Model name written into the checkpoints."),
+    Option("domain_a", str, "A", "Name of domain A, e.g. young."),
+    Option("domain_b", str, "B", "Name of domain B, e.g. old."),
+    Option("size", int, 128, "Crop size in pixels (without `schedule`)."),
+    Option("template", str, "auto", "Alignment template of the crops; auto: the one `facecomp "
+           "prepare` recorded in the folders (else facecomp-v1)."),
+    Option("schedule", str, "", "Progressive sizes as SIZE:EPOCHS,... e.g. 64:10,96:10,128:20 "
+           "(weights carry across sizes)."),
+    Option("n_epochs", int, 100, "Epochs at the initial learning rate."),
+    Option("n_epochs_decay", int, 100, "Epochs of linear decay to zero."),
+    Option("epoch_size", int, 0, "Samples per epoch (0: the larger domain)."),
+    Option("batch_size", int, 1, "Images per domain per step."),
+    Option("lr", float, 0.0002, "Adam learning rate."),
+    Option("beta1", float, 0.5, "Adam beta1."),
+    Option("lambda_cycle", float, 10.0, "Weight of the cycle loss."),
+    Option("lambda_identity", float, 0.5, "Identity loss weight, relative to `lambda_cycle`."),
+    Option("pool_size", int, 50, "Image pool size (0: no pool)."),
+    Option("ngf", int, 64, "Generator width."),
+    Option("n_blocks", int, 9, "Generator residual blocks."),
+    Option("upsample", str, "resize", "Generator upsampling: resize (nearest x2 + 3x3 conv, no "
+           "checkerboard texture) or transpose (the reference's transposed conv, ~20 % cheaper)."),
+    Option("ndf", int, 64, "Discriminator width."),
+    Option("n_layers_d", int, 3, "Discriminator layers (3: 70x70 PatchGAN)."),
+    Option("flip", bool, True, "Random horizontal flips.", flags=("--flip/--no-flip",)),
+    Option("scale_jitter", float, 0.12, "Random upscale (fraction) before the random crop."),
+    Option("seed", int, 0, "Random seed (CPU runs repeat exactly)."),
+    Option("precision", str, "auto", "auto (bf16 on CUDA, fp32 on the CPU), fp32, bf16, or fp16 "
+           "(with loss scaling)."),
+    Option("channels_last", bool, True, "Train in the channels_last memory format (faster "
+           "convolutions on CPUs and GPUs).", flags=("--channels-last/--no-channels-last",)),
+    Option("compile", bool, False, "torch.compile the generators.", flags=("--compile",)),
+    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+    Option("workers", int, 2, "DataLoader worker processes."),
+    Option("log_every", int, 50, "Steps between stats.jsonl lines."),
+    Option("sample_every", int, 500, "Steps between sample grids."),
+    Option("save_every", int, 1000, "Steps between checkpoints."),
+    Option("max_steps", int, 0, "Stop after this many steps in total (0: train to the end); "
+           "resume later with `resume`. Applies to this invocation only."),
 )
 
 

@@ -21,7 +21,7 @@ import typer
 
 from .. import __version__
 from ..errors import ConfigError, FaceCompError, ModelError
-from ..options import PIPELINE, VIDEO, VIDEO_DEFAULTS
+from ..options import PIPELINE, TRAIN, VIDEO, VIDEO_DEFAULTS
 
 EXIT_CODES = """Exit codes: 0 done; 1 an input or output problem (see the message); 2 usage,
 configuration or model error; 130 interrupted."""
@@ -502,6 +502,7 @@ def prepare(
 
 
 @app.command(epilog=_TRAIN_EXIT, context_settings={"max_content_width": 100})
+@_with_options(TRAIN)
 def train(
     ctx: typer.Context,
     a: Annotated[Optional[Path], typer.Option("--a", help="Folder of aligned domain-A faces "
@@ -517,54 +518,7 @@ def train(
                                          "where its last checkpoint left off.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON "
                                           "and exit.")] = False,
-    name: Annotated[str, typer.Option(help="Model name written into the checkpoints.")
-                    ] = "cyclegan",
-    domain_a: Annotated[str, typer.Option(help="Name of domain A, e.g. young.")] = "A",
-    domain_b: Annotated[str, typer.Option(help="Name of domain B, e.g. old.")] = "B",
-    size: Annotated[int, typer.Option(help="Crop size in pixels (without --schedule).")] = 128,
-    template: Annotated[str, typer.Option(
-        help="Alignment template of the crops; auto: the one `facecomp prepare` recorded in "
-             "the folders (else facecomp-v1).")] = "auto",
-    schedule: Annotated[str, typer.Option(help="Progressive sizes as SIZE:EPOCHS,... e.g. "
-                                          "64:10,96:10,128:20 (weights carry across sizes).")
-                        ] = "",
-    n_epochs: Annotated[int, typer.Option(help="Epochs at the initial learning rate.")] = 100,
-    n_epochs_decay: Annotated[int, typer.Option(help="Epochs of linear decay to zero.")] = 100,
-    epoch_size: Annotated[int, typer.Option(help="Samples per epoch (0: the larger domain).")
-                          ] = 0,
-    batch_size: Annotated[int, typer.Option(help="Images per domain per step.")] = 1,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
-    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.5,
-    lambda_cycle: Annotated[float, typer.Option(help="Weight of the cycle loss.")] = 10.0,
-    lambda_identity: Annotated[float, typer.Option(
-        help="Identity loss weight, relative to --lambda-cycle.")] = 0.5,
-    pool_size: Annotated[int, typer.Option(help="Image pool size (0: no pool).")] = 50,
-    ngf: Annotated[int, typer.Option(help="Generator width.")] = 64,
-    n_blocks: Annotated[int, typer.Option(help="Generator residual blocks.")] = 9,
-    upsample: Annotated[str, typer.Option(
-        help="Generator upsampling: resize (nearest x2 + 3x3 conv, no checkerboard texture) or "
-             "transpose (the reference's transposed conv, ~20 % cheaper).")] = "resize",
-    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
-    n_layers_d: Annotated[int, typer.Option(help="Discriminator layers (3: 70x70 PatchGAN).")
-                          ] = 3,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")
-                    ] = True,
-    scale_jitter: Annotated[float, typer.Option(help="Random upscale (fraction) before the "
-                                                "random crop.")] = 0.12,
-    seed: Annotated[int, typer.Option(help="Random seed (CPU runs repeat exactly).")] = 0,
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on the CPU), fp32, "
-                                           "bf16, or fp16 (with loss scaling).")] = "auto",
-    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last")] = True,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the generators.")
-                       ] = False,
-    device: DeviceOpt = "auto",
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    log_every: Annotated[int, typer.Option(help="Steps between stats.jsonl lines.")] = 50,
-    sample_every: Annotated[int, typer.Option(help="Steps between sample grids.")] = 500,
-    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 1000,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total (0: train "
-                                           "to the end); resume later with --resume. Applies to "
-                                           "this invocation only.")] = 0,
+    **options,
 ) -> None:
     """Train a CycleGAN on two folders of aligned faces (torchrun-ready for several GPUs).
 

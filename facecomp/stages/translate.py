@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..device import PRECISIONS, cast_copy, resolve_device, resolve_dtype
+from ..device import cast_copy, resolve_device, resolve_dtype
 from ..errors import ConfigError
 from ..networks import inference_form
-from ..options import default
+from ..options import PRECISIONS, default
 
 
 @dataclass(frozen=True)

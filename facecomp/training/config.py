@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..geometry import TEMPLATES
-from ..device import PRECISIONS
 from ..networks import UPSAMPLE_MODES
+from ..options import PRECISIONS, TRAIN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,43 +34,44 @@ def parse_schedule(text: str) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every hyper-parameter of a run, with the reference implementation's names."""
+    """Every hyper-parameter of a run, with the reference implementation's names; each one's
+    default and meaning are declared once, in :data:`facecomp.options.TRAIN`."""
 
     a: str
     b: str
     out: str
-    name: str = "cyclegan"
-    domain_a: str = "A"
-    domain_b: str = "B"
-    size: int = 128  # crop size when there is no schedule
-    template: str = "auto"  # alignment template; auto: as recorded by `facecomp prepare`
+    name: str = TRAIN["name"].default
+    domain_a: str = TRAIN["domain_a"].default
+    domain_b: str = TRAIN["domain_b"].default
+    size: int = TRAIN["size"].default
+    template: str = TRAIN["template"].default
     schedule: tuple[tuple[int, int], ...] = ()  # progressive: (size, epochs), ...
-    n_epochs: int = 100  # epochs at the initial learning rate
-    n_epochs_decay: int = 100  # epochs of linear decay to zero
-    epoch_size: int = 0  # samples per epoch; 0 = the larger domain's size
-    batch_size: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.5
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    ngf: int = 64
-    n_blocks: int = 9
-    upsample: str = "resize"  # generator upsampling: resize (+ 3x3 conv) or transpose (reference)
-    ndf: int = 64
-    n_layers_d: int = 3
-    flip: bool = True
-    scale_jitter: float = 0.12  # resize by up to this much, then random-crop back
-    seed: int = 0
-    precision: str = "auto"  # auto: bf16 on CUDA (where supported), fp32 on the CPU
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"
-    workers: int = 2
-    log_every: int = 50
-    sample_every: int = 500
-    save_every: int = 1000
-    max_steps: int = 0  # stop once this many steps are done in total (0: train to the end)
+    n_epochs: int = TRAIN["n_epochs"].default
+    n_epochs_decay: int = TRAIN["n_epochs_decay"].default
+    epoch_size: int = TRAIN["epoch_size"].default
+    batch_size: int = TRAIN["batch_size"].default
+    lr: float = TRAIN["lr"].default
+    beta1: float = TRAIN["beta1"].default
+    lambda_cycle: float = TRAIN["lambda_cycle"].default
+    lambda_identity: float = TRAIN["lambda_identity"].default
+    pool_size: int = TRAIN["pool_size"].default
+    ngf: int = TRAIN["ngf"].default
+    n_blocks: int = TRAIN["n_blocks"].default
+    upsample: str = TRAIN["upsample"].default
+    ndf: int = TRAIN["ndf"].default
+    n_layers_d: int = TRAIN["n_layers_d"].default
+    flip: bool = TRAIN["flip"].default
+    scale_jitter: float = TRAIN["scale_jitter"].default
+    seed: int = TRAIN["seed"].default
+    precision: str = TRAIN["precision"].default
+    channels_last: bool = TRAIN["channels_last"].default
+    compile: bool = TRAIN["compile"].default
+    device: str = TRAIN["device"].default
+    workers: int = TRAIN["workers"].default
+    log_every: int = TRAIN["log_every"].default
+    sample_every: int = TRAIN["sample_every"].default
+    save_every: int = TRAIN["save_every"].default
+    max_steps: int = TRAIN["max_steps"].default
 
     def __post_init__(self) -> None:
         if isinstance(self.schedule, str):
