@@ -17,17 +17,17 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from .stages.align import AlignConfig, align_faces
-from .stages.blend import (BlendConfig, ColorTransform, Patch, color_mask, face_mask, match_colors,
-                    paste_faces)
 from .checkpoint import DIRECTIONS, ModelInfo, load_generator, resolve_model
-from .stages.detect import DetectConfig, Detector, MTCNNDetector, order_faces
+from .device import resolve_device
 from .errors import ConfigError, ModelError
 from .face import Face, FaceSelection
 from .geometry import box_iou
 from .options import PIPELINE, default
+from .stages.align import AlignConfig, align_faces
+from .stages.blend import (BlendConfig, ColorTransform, Patch, color_mask, face_mask, match_colors,
+                           paste_faces)
+from .stages.detect import DetectConfig, Detector, MTCNNDetector, order_faces
 from .stages.target import MAX_AGE_STRENGTH, AgeTarget, FacePlan, choose_strengths, plan_face
-from .device import resolve_device
 from .stages.translate import TranslateConfig, Translator
 
 log = logging.getLogger(__name__)

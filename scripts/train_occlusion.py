@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facecomp.geometry import template_by_name  # noqa: E402
-from facecomp.stages.occlusion import OcclusionInfo, OcclusionNet, save_occlusion, to_input  # noqa: E402
+from facecomp.stages.occlusion import (OcclusionInfo, OcclusionNet, save_occlusion, to_input)  # noqa: E402
 
 S = 64  # the network's input
 HI = 2 * S  # occluders are drawn at 2x and area-averaged down: soft, anti-aliased edges

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from facecomp.checkpoint import (DEFAULT_MODEL, ModelInfo, list_models, load_generator,
-                                 read_info, resolve_model, save_generator, shipped_models_dir)
+from facecomp.checkpoint import (DEFAULT_MODEL, ModelInfo, list_models, load_generator, read_info,
+                                 resolve_model, save_generator, shipped_models_dir)
 from facecomp.errors import ModelError
 from facecomp.geometry import FACECOMP_V1
 from facecomp.networks import ResnetGenerator

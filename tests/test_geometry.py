@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from facecomp.stages.align import AlignConfig, align_face
-from facecomp.geometry import (FACECOMP_V1, compose, crop_corners,
-                               estimate_similarity,
+from facecomp.geometry import (FACECOMP_V1, compose, crop_corners, estimate_similarity,
                                invert_affine, transform_points)
 
 from .conftest import load_rgb, media

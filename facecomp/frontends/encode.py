@@ -14,8 +14,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .containers import OutputPlan
 from ..errors import ConfigError
+from .containers import OutputPlan
 
 log = logging.getLogger(__name__)
 

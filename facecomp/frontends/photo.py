@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import ConfigError, FaceCompError, OutputError
-from ..io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, atomic_path,
-                 list_images, read_image, write_image)
+from ..io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, atomic_path, list_images,
+                  read_image, write_image)
 from ..pipeline import FaceComp, PhotoResult
 
 log = logging.getLogger(__name__)

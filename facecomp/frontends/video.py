@@ -27,16 +27,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..stages.blend import ColorTransform, color_transform
-from .containers import OutputPlan, check_encoding, plan_output
-from .encode import AudioOut, VideoOut, carry_tags, to_rgb
 from ..errors import ConfigError, InputError, OutputError, PartialVideo
+from ..geometry import box_iou
 from ..io import atomic_path
 from ..options import default
 from ..pipeline import FaceComp
+from ..stages.blend import ColorTransform, color_transform
 from ..stages.steady import SteadyChange
-from ..geometry import box_iou
 from ..stages.track import TrackConfig, Tracker
+from .containers import OutputPlan, check_encoding, plan_output
+from .encode import AudioOut, VideoOut, carry_tags, to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -31,15 +31,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..stages.age import AgeEstimator
-from ..stages.blend import BlendConfig, face_mask, match_colors
 from ..checkpoint import ModelInfo, load_generator, resolve_model, update_info
 from ..errors import InputError
-from .identity import SAME_PERSON_THRESHOLD, IdentityModel
 from ..io import check_output, list_images, read_image, write_image
-from ..training.dataset import HOLDOUT_DIR, holdout_images
+from ..stages.age import AgeEstimator
+from ..stages.blend import BlendConfig, face_mask, match_colors
 from ..stages.target import Calibration, calibrate
 from ..stages.translate import TranslateConfig, Translator
+from ..training.dataset import HOLDOUT_DIR, holdout_images
+from .identity import SAME_PERSON_THRESHOLD, IdentityModel
 
 
 #: A face counts as moved when its estimated age changed by this much in the model's direction.

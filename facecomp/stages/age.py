@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .align import warp_to_crop
 from ..geometry import Template, estimate_similarity
+from .align import warp_to_crop
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..face import Face
 from ..geometry import (FACECOMP_V1, Template, affine_scale, compose, crop_corners,
-                       crop_from_landmarks, invert_affine, translation)
+                        crop_from_landmarks, invert_affine, translation)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..stages.age import AgeInfo, AgeNet, save_estimator, score, to_tensor
 from ..errors import ConfigError, InputError
 from ..geometry import FACECOMP_TIGHT, TEMPLATES
 from ..io import atomic_path, list_images, read_image
+from ..stages.age import AgeInfo, AgeNet, save_estimator, score, to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -42,17 +42,17 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from ..stages.align import AlignConfig, align_face
-from ..stages.detect import DetectConfig, Detector, MTCNNDetector
+from ..device import resolve_device
 from ..errors import ConfigError, FaceCompError, InputError, OutputError
 from ..face import FaceSelection
 from ..geometry import FACECOMP_V1, Template, crop_corners, invert_affine
 from ..io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image,
-                 remove_stale_temporaries, write_image)
+                  remove_stale_temporaries, write_image)
+from ..stages.align import AlignConfig, align_face
+from ..stages.detect import DetectConfig, Detector, MTCNNDetector
+from ..stages.translate import TranslateConfig
 from .dataset import (GENDERS, HOLDOUT_DIR, MANIFEST_NAME, AgeRange, is_holdout, parse_label,
                       parse_manifest, read_manifest)
-from ..device import resolve_device
-from ..stages.translate import TranslateConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError, OutputError
 from ..device import resolve_device, resolve_dtype
+from ..errors import ConfigError, OutputError
 from ..io import remove_stale_temporaries
 from .config import TrainConfig
 from .data import UnpairedCrops, data_template, domain_files

@@ -21,7 +21,7 @@ from facecomp.stages.track import TrackConfig  # noqa: E402
 from facecomp.frontends.video import VideoConfig, translate_video  # noqa: E402
 
 from ..conftest import (SAMPLES, Invert, load_rgb, make_clip, make_info,  # noqa: E402
-                       media, moving_face_frames)
+                        media, moving_face_frames)
 
 W, H, FPS, N = 320, 240, 25, 40
 

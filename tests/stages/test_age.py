@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from facecomp.stages.age import (AgeEstimator, AgeInfo, AgeNet, load_estimator, rewarp,
-                          save_estimator, score, shipped_estimator)
+                                 save_estimator, score, shipped_estimator)
 from facecomp.stages.align import AlignConfig, align_faces
 from facecomp.frontends.cli import app
 from facecomp.errors import ModelError

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from facecomp.stages.align import AlignConfig, align_faces
-from facecomp.stages.blend import BlendConfig, _along_curve, _lab, face_mask, paste_faces, tone_curve
+from facecomp.stages.blend import (BlendConfig, _along_curve, _lab, face_mask, paste_faces,
+                                   tone_curve)
 from facecomp.geometry import FACECOMP_V1
 
 from ..conftest import load_rgb, media

@@ -19,7 +19,7 @@ from facecomp.errors import ConfigError, InputError
 from facecomp.geometry import FACECOMP_V1, transform_points
 from facecomp.io import read_image, write_image
 from facecomp.training.dataset import (MANIFEST_NAME, AgeRange, Label, holdout_key, is_holdout,
-                              parse_label, read_manifest)
+                                       parse_label, read_manifest)
 from facecomp.training.prepare import PrepareConfig, prepare
 
 from ..conftest import SAMPLES, load_rgb, media, one_error_line
