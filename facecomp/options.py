@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BLENDS = ("feather", "poisson")
 ROTATIONS = ("auto", "all", "off")
@@ -39,6 +41,19 @@ class Option:
     metavar: str | None = None
     show_default: bool = True
 
+    def check(self, value: Any) -> None:
+        """A :class:`ConfigError` naming this option unless ``value`` is allowed."""
+        if value is None and self.optional:
+            return
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"`{self.name}` must be one of {', '.join(self.choices)}, got "
+                              f"{value!r}")
+        low, high = self.low, self.high
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = (f"within {low:g}..{high:g}" if low is not None and high is not None
+                     else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            raise ConfigError(f"`{self.name}` must be {bound}, got {value}")
+
 
 def _table(*options: Option) -> dict[str, Option]:
     return {o.name: o for o in options}
@@ -57,7 +72,8 @@ PIPELINE = _table(
            "the original face.", flags=("--color-match/--no-color-match",)),
     Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
     Option("precision", str, "auto", "Generator arithmetic: auto (bf16/fp16 on a GPU; on the "
-           "CPU bf16 where a quick check finds it faster, else fp32), fp32, bf16, fp16."),
+           "CPU bf16 where a quick check finds it faster, else fp32), fp32, bf16, fp16.",
+           choices=PRECISIONS),
     Option("batch_size", int, None, "Face crops per generator pass (default: 8 on the CPU, 16 "
            "on a GPU). Larger is not faster on a CPU: beyond ~12 crops the activations leave "
            "its caches.", optional=True, low=1, high=4096),

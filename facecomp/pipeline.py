@@ -54,10 +54,8 @@ class PhotoConfig:
     age_per_face: bool = True
 
     def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ConfigError(f"`direction` must be A2B or B2A, got {self.direction!r}")
-        if self.min_face < 0:
-            raise ConfigError(f"`min_face` must be 0 or more pixels, got {self.min_face}")
+        PIPELINE["direction"].check(self.direction)
+        PIPELINE["min_face"].check(self.min_face)
         if not 0.0 <= self.age_max_strength <= 2.0:
             raise ConfigError(f"the largest strength for a target age must be within 0..2, got "
                               f"{self.age_max_strength}")

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError, PartialVideo
 from ..geometry import box_iou
 from ..io import atomic_path
-from ..options import default
+from ..options import VIDEO, default
 from ..pipeline import FaceComp
 from ..stages.blend import ColorTransform, color_transform
 from ..stages.steady import SteadyChange
@@ -78,8 +78,8 @@ class VideoConfig:
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def __post_init__(self) -> None:
-        if self.detect_every < 1:
-            raise ConfigError(f"`detect_every` must be at least 1, got {self.detect_every}")
+        for option in ("detect_every", "start", "steady", "generate_every"):
+            VIDEO[option].check(getattr(self, option))
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise ConfigError(f"`start`/`end` must satisfy 0 <= start < end, got "
                               f"{self.start}, {self.end}")
@@ -89,11 +89,6 @@ class VideoConfig:
         if self.color_smoothing < 0 or self.age_smoothing < 0:
             raise ConfigError(f"colour and age smoothing must be >= 0 s, got "
                               f"{self.color_smoothing}, {self.age_smoothing}")
-        if not 0 <= self.steady <= 10:
-            raise ConfigError(f"steady must be within 0..10 s, got {self.steady}")
-        if not 1 <= self.generate_every <= 30:
-            raise ConfigError(f"`generate_every` must be within 1..30 frames, got "
-                              f"{self.generate_every}")
 
 
 class _TrackSmoother:

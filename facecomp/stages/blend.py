@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..face import Face
 from ..geometry import Template, compose, invert_affine, transform_points, translation
-from ..options import BLENDS, default
+from ..options import PIPELINE, default
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,9 @@ class BlendConfig:
     keep_occluders: bool = default("keep_occluders")
 
     def __post_init__(self) -> None:
-        if self.method not in BLENDS:
-            raise ConfigError(f"blend must be one of {', '.join(BLENDS)}, got {self.method!r}")
-        if not 0.3 <= self.mask_scale <= 1.6:
-            raise ConfigError(f"mask scale must be within 0.3..1.6, got {self.mask_scale}")
-        if not 0.0 <= self.feather <= 1.0:
-            raise ConfigError(f"feather must be within 0..1, got {self.feather}")
-        if not 0.0 <= self.strength <= 2.0:
-            raise ConfigError(f"strength must be within 0..2, got {self.strength}")
+        for option, value in (("blend", self.method), ("mask_scale", self.mask_scale),
+                              ("feather", self.feather), ("strength", self.strength)):
+            PIPELINE[option].check(value)
         if not 0.0 <= self.chroma_limit <= 100.0:
             raise ConfigError(f"chroma limit must be within 0..100 LAB units, got "
                               f"{self.chroma_limit}")

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..face import Face
-from ..options import ROTATIONS, default
+from ..options import PIPELINE, default
 from .mtcnn import PYRAMID_FACTOR, bbreg, crop_bounds, imresample, load_nets, nms, rerec
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,14 @@ class DetectConfig:
     def __post_init__(self) -> None:
         if self.min_face_size < 6:
             raise ConfigError(f"detector min face size must be at least 6 px, got {self.min_face_size}")
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ConfigError(f"min score must be within 0..1, got {self.min_score}")
+        for option, value in (("min_score", self.min_score), ("detect_side", self.max_side),
+                              ("rotations", self.rotations)):
+            PIPELINE[option].check(value)
         if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
             raise ConfigError(f"thresholds must be three numbers within 0..1, got {self.thresholds}")
-        if self.max_side < 64:
-            raise ConfigError(f"detection max side must be at least 64 px, got {self.max_side}")
         if not 0.0 <= self.border_pad <= 0.5:
             raise ConfigError(f"detection border pad must be within 0..0.5 of the shorter side, "
                               f"got {self.border_pad}")
-        if self.rotations not in ROTATIONS:
-            raise ConfigError(f"rotations must be one of {', '.join(ROTATIONS)}, got "
-                              f"{self.rotations!r}")
 
 
 COARSE_SIDE = 256  # the coarse pass's copy: shorter side, px

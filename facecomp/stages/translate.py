@@ -17,7 +17,7 @@ from torch import nn
 from ..device import cast_copy, resolve_device, resolve_dtype
 from ..errors import ConfigError
 from ..networks import inference_form
-from ..options import PRECISIONS, default
+from ..options import PIPELINE, default
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,8 @@ class TranslateConfig:
     precision: str = default("precision")
 
     def __post_init__(self) -> None:
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {self.precision!r}")
+        PIPELINE["batch_size"].check(self.batch_size)
+        PIPELINE["precision"].check(self.precision)
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

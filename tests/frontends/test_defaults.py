@@ -122,3 +122,21 @@ def test_the_options_table_builds_the_default_config_and_names_its_mistakes():
     with pytest.raises(ConfigError, match="unknown option strenght; the options are direction"):
         PhotoConfig.from_options(strenght=1.5)
     assert set(PIPELINE) >= {"direction", "strength", "age", "faces", "rotations"}
+
+
+def test_ranges_and_choices_are_checked_by_the_configs_from_the_same_table():
+    """The table's range and choices are what the configs enforce, in the library's words
+    (the CLI enforces the same ones before a config is made)."""
+    from facecomp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^`mask_scale` must be within 0.3..1.6, got 2$"):
+        BlendConfig(mask_scale=2)
+    with pytest.raises(ConfigError, match=r"^`blend` must be one of feather, poisson, got 'soft'$"):
+        BlendConfig(method="soft")
+    with pytest.raises(ConfigError, match=r"^`detect_side` must be at least 64, got 10$"):
+        DetectConfig(max_side=10)
+    with pytest.raises(ConfigError, match=r"^`generate_every` must be within 1..30, got 31$"):
+        VideoConfig(generate_every=31)
+    with pytest.raises(ConfigError, match="`precision` must be one of auto, fp32, bf16, fp16"):
+        TranslateConfig(precision="int8")
+    TranslateConfig(batch_size=None)  # optional: None is allowed
