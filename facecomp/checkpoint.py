@@ -14,13 +14,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ModelError, OutputError
 from .geometry import Template
-from .networks import build
+
+if TYPE_CHECKING:  # torch loads only where weights are read or written: `facecomp models`
+    import torch   # reads metadata alone
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ class ModelInfo:
 
 
 def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
-                   dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
-    """Write ``generator``'s weights and ``info`` atomically as one safetensors file."""
+                   dtype: torch.dtype | None = None, overwrite: bool = True) -> None:
+    """Write ``generator``'s weights (in ``dtype``, default float32) and ``info`` atomically as
+    one safetensors file."""
+    import torch
+
+    dtype = dtype or torch.float32
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in generator.state_dict().items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "info": info.to_json()}
@@ -101,9 +106,13 @@ def save_generator(path: str | Path, generator: nn.Module, info: ModelInfo, *,
 
 
 def save_module(path: str | Path, net: nn.Module, fmt: str, version: int, info_json: str, *,
-                dtype: torch.dtype = torch.float32, overwrite: bool = True) -> None:
+                dtype: torch.dtype | None = None, overwrite: bool = True) -> None:
     """Write a facecomp side model (age estimator, occlusion model): its weights (buffers
-    included) in ``dtype`` and its ``format``/``format_version``/``info`` metadata."""
+    included) in ``dtype`` (default float32) and its ``format``/``format_version``/``info``
+    metadata."""
+    import torch
+
+    dtype = dtype or torch.float32
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in net.state_dict().items()}
     meta = {"format": fmt, "format_version": str(version), "info": info_json}
@@ -117,6 +126,7 @@ def load_module(path: Path, fmt: str, version: int, what: str, parse_info, build
     ``parse_info(json) -> info`` and ``build(info) -> nn.Module`` come from its module; every
     failure is a one-line ModelError naming ``what`` ("age estimator", ...): missing file,
     another format or version, damaged metadata or file, weights of the wrong shapes, NaN."""
+    import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -187,8 +197,8 @@ def read_info(path: str | Path) -> ModelInfo:
     _refuse_pickle(path)
     from safetensors import safe_open
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
+    try:  # the header alone; "numpy" so that reading metadata does not import torch
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
     except FileNotFoundError:
         raise ModelError(f"{path}: no such model file") from None
@@ -238,9 +248,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu"
     """Rebuild the generator a model file describes and load its weights (float32, eval mode)."""
     path = Path(path)
     info = read_info(path)
+    import torch
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from safetensors import safe_open
+    from .networks import build
 
     try:  # on the meta device first: shapes only, nothing allocated
         with torch.device("meta"):
@@ -330,7 +342,7 @@ def _other_facecomp_file(path: Path) -> bool:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             fmt = (f.metadata() or {}).get("format", "")
     except Exception:
         return False

@@ -45,3 +45,9 @@ def test_the_detector_on_the_cpu_needs_neither_torchvision_nor_facenets_package(
     loaded = _loaded_after("from facecomp.stages.detect import MTCNNDetector\nMTCNNDetector()")
     assert "torch" in loaded
     assert not {"torchvision", "facenet_pytorch", "torch._dynamo"} & set(loaded), loaded
+
+
+def test_listing_the_models_reads_their_metadata_without_torch():
+    loaded = _loaded_after("from facecomp.checkpoint import list_models\n"
+                           "assert len(list_models()) >= 2")
+    assert "torch" not in loaded, loaded
