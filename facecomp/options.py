@@ -184,6 +184,44 @@ TRAIN = _table(
 )
 
 
+#: Options of `facecomp prepare` besides SRC, OUT and the crop size (the fields of
+#: ``PrepareConfig``).
+PREPARE = _table(
+    Option("keep", str, "largest", "largest: one crop per image (NAME.png); all: every face "
+           "(NAME_K.png, K numbered left to right from 1).", choices=("largest", "all")),
+    Option("min_face", int, 48, "Skip faces smaller than this many pixels (box side); they are "
+           "counted in the report.", low=0),
+    Option("max_outside", float, 0.25, "Skip faces whose crop would take more than this part "
+           "of its area from mirror padding past the image border (1 keeps all).", low=0.0,
+           high=1.0),
+    Option("holdout", float, 0.05, "Part of the source files whose crops go to OUT/holdout/, "
+           "picked by a hash of the file name (0 disables).", low=0.0, high=1.0),
+    Option("age", str, None, "Only UTKFace-style names AGE_GENDER_ID.jpg with AGE in this "
+           "range: 18-30 (inclusive), 60- (60 and over), 25.", optional=True),
+    Option("gender", str, None, "Only UTKFace-style names of this gender: female or male.",
+           optional=True),
+    Option("format", str, "png", "png, or jpg (quality 95).", choices=("png", "jpg")),
+    Option("recursive", bool, False, "Also read the sub-folders of SRC.",
+           flags=("--recursive", "-r")),
+    Option("limit", int, None, "Process at most this many source files (after the filters, "
+           "not counting files done by earlier runs).", optional=True, low=0),
+    Option("template", str, "facecomp-v1", "Alignment template: facecomp-v1 (face with hair "
+           "and chin) or facecomp-tight (face only, for tightly cropped data sets)."),
+    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+)
+
+#: Options of `facecomp train-age` besides DATA and the run folder (``AgeTrainConfig``).
+AGE_TRAIN = _table(
+    Option("epochs", int, 16, "Passes over the data.", low=1, high=1000),
+    Option("width", int, 32, "Network width.", low=4, high=256),
+    Option("input_size", int, 80, "Input side (px).", low=16, high=256),
+    Option("batch_size", int, 128, "Crops per step.", low=1, high=4096),
+    Option("lr", float, 3e-3, "Peak AdamW learning rate (one-cycle)."),
+    Option("seed", int, 0, "Random seed."),
+    Option("limit", int, 0, "Use at most this many training crops (0: all).", low=0),
+)
+
+
 def default(name: str) -> Any:
     """The default of a pipeline or video option."""
     return (PIPELINE.get(name) or VIDEO[name]).default

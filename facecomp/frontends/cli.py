@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 
 from .. import __version__
 from ..errors import ConfigError, FaceCompError, ModelError
-from ..options import PIPELINE, TRAIN, VIDEO, VIDEO_DEFAULTS
+from ..options import AGE_TRAIN, PIPELINE, PREPARE, TRAIN, VIDEO, VIDEO_DEFAULTS
 
 EXIT_CODES = """Exit codes: 0 done; 1 an input or output problem (see the message); 2 usage,
 configuration or model error; 130 interrupted."""
@@ -59,8 +60,42 @@ class _FlagFormatter(logging.Formatter):
         return _flags(super().format(record))
 
 
+def _click_class(name: str) -> type:
+    """A class of the click that typer runs on (vendored or not), found by name."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+class _Commands(typer.core.TyperGroup):
+    """Usage errors (a value out of range, a wrong choice, an unknown or missing option) as one
+    ``facecomp: error:`` line with exit code 2, like every other error, instead of click's
+    usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        usage_error = _click_class("UsageError")
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except usage_error as e:
+            if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:
+                e.show()  # the help itself, or an error before any command was chosen
+            else:
+                message = " ".join(e.format_message().split())
+                typer.echo(f"facecomp: error: {message} (see `{e.ctx.command_path} --help`)",
+                           err=True)
+            sys.exit(e.exit_code)
+        except _click_class("ClickException") as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
-    name="facecomp", no_args_is_help=True, add_completion=False,
+    name="facecomp", cls=_Commands, no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Change faces in group photos with a CycleGAN: detect every face, align it, translate "
          "it (e.g. young -> old) and paste it back seamlessly; the rest of the picture is left "
@@ -404,6 +439,7 @@ def models(
 
 
 @app.command(epilog=_PREPARE_EXIT)
+@_with_options(PREPARE)
 def prepare(
     src: Annotated[Path, typer.Argument(
         help="Folder of raw face images (JPEG, PNG, WebP, BMP, TIFF).", show_default=False)],
@@ -414,34 +450,7 @@ def prepare(
         "--size", "-s", min=16, max=2048,
         help="Crop side in pixels: the crop size of the model to be trained.",
         show_default=False)],
-    keep: Annotated[str, typer.Option(
-        "--keep", help="largest: one crop per image (NAME.png); all: every face "
-                       "(NAME_K.png, K numbered left to right from 1).")] = "largest",
-    min_face: MinFaceOpt = 48,
-    max_outside: Annotated[float, typer.Option(
-        "--max-outside", min=0.0, max=1.0,
-        help="Skip faces whose crop would take more than this part of its area from mirror "
-             "padding past the image border (1 keeps all).")] = 0.25,
-    holdout: Annotated[float, typer.Option(
-        "--holdout", help="Part of the source files whose crops go to OUT/holdout/, picked "
-                          "by a hash of the file name (0 disables).")] = 0.05,
-    age: Annotated[Optional[str], typer.Option(
-        "--age", help="Only UTKFace-style names AGE_GENDER_ID.jpg with AGE in this range: "
-                      "18-30 (inclusive), 60- (60 and over), 25.")] = None,
-    gender: Annotated[Optional[str], typer.Option(
-        "--gender", help="Only UTKFace-style names of this gender: female or male.")] = None,
-    fmt: Annotated[str, typer.Option(
-        "--format", help="png, or jpg (quality 95).")] = "png",
-    recursive: Annotated[bool, typer.Option(
-        "--recursive", "-r", help="Also read the sub-folders of SRC.")] = False,
-    limit: Annotated[Optional[int], typer.Option(
-        "--limit", min=0, help="Process at most this many source files (after the filters, "
-                               "not counting files done by earlier runs).")] = None,
-    template: Annotated[str, typer.Option(
-        "--template", help="Alignment template: facecomp-v1 (face with hair and chin) or "
-                           "facecomp-tight (face only, for tightly cropped data sets).")
-                        ] = "facecomp-v1",
-    device: DeviceOpt = "auto",
+    **options,
 ) -> None:
     """Turn raw face images into aligned training crops, framed exactly as `photo` frames them.
 
@@ -463,12 +472,10 @@ def prepare(
         from ..geometry import template_by_name
 
         try:
-            tmpl = template_by_name(template)
+            tmpl = template_by_name(options["template"])
         except ValueError as e:
             raise ConfigError(f"--template: {e}") from None
-        config = PrepareConfig(size=size, template=tmpl, keep=keep, min_face=min_face, max_outside=max_outside,
-                               holdout=holdout, age=age, gender=gender, format=fmt,
-                               recursive=recursive, limit=limit, device=device)
+        config = PrepareConfig(size=size, **{**options, "template": tmpl})
         console = Console(stderr=True)
         progress = Progress(TextColumn("prepare"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
@@ -646,6 +653,7 @@ def calibrate(
 
 
 @app.command("train-age", epilog=_TRAIN_EXIT.replace(" (--resume continues)", ""))
+@_with_options(AGE_TRAIN)
 def train_age(
     data: Annotated[Path, typer.Argument(
         help="A `facecomp prepare` OUT folder of UTKFace-style crops AGE_GENDER_ID.png (all "
@@ -653,14 +661,7 @@ def train_age(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: "
                                       "age-estimator.safetensors, stats.jsonl, config.json.",
                                       show_default=False)] = ...,
-    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Passes over the data.")] = 16,
-    width: Annotated[int, typer.Option(min=4, max=256, help="Network width.")] = 32,
-    input_size: Annotated[int, typer.Option(min=16, max=256, help="Input side (px).")] = 80,
-    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Crops per step.")] = 128,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate (one-cycle).")] = 3e-3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    limit: Annotated[int, typer.Option(min=0, help="Use at most this many training crops "
-                                       "(0: all).")] = 0,
+    **options,
 ) -> None:
     """Train the age estimator that `evaluate`, `calibrate` and --age use.
 
@@ -670,9 +671,7 @@ def train_age(
     from ..training.age_train import train_age as run_train
 
     def run() -> int:
-        cfg = AgeTrainConfig(data=str(data), out=str(out), epochs=epochs, width=width,
-                             input_size=input_size, batch_size=batch_size, lr=lr, seed=seed,
-                             limit=limit)
+        cfg = AgeTrainConfig(data=str(data), out=str(out), **options)
 
         def tick(epoch: int, total: int, line: dict) -> None:
             _info(f"epoch {epoch}/{total}: loss {line['loss']:.3f}, held-out MAE "

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, InputError
 from ..geometry import FACECOMP_TIGHT, TEMPLATES
 from ..io import atomic_path, list_images, read_image
+from ..options import AGE_TRAIN
 from ..stages.age import AgeInfo, AgeNet, save_estimator, score, to_tensor
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,19 @@ LICENSE = ("non-commercial research use only: trained on UTKFace, which is avail
 class AgeTrainConfig:
     data: str  # a `facecomp prepare` OUT folder of UTKFace-style crops
     out: str  # the run folder: age-estimator.safetensors, stats.jsonl, config.json
-    width: int = 32
-    input_size: int = 80
-    epochs: int = 16
-    batch_size: int = 128
-    lr: float = 3e-3
+    width: int = AGE_TRAIN["width"].default
+    input_size: int = AGE_TRAIN["input_size"].default
+    epochs: int = AGE_TRAIN["epochs"].default
+    batch_size: int = AGE_TRAIN["batch_size"].default
+    lr: float = AGE_TRAIN["lr"].default
     weight_decay: float = 5e-4
     sigma: float = 2.0
     l1_weight: float = 0.2
     balance: float = 0.5
     min_age: int = 1
     max_age: int = 120
-    seed: int = 0
-    limit: int = 0  # use at most this many training crops (0: all); for quick trials
+    seed: int = AGE_TRAIN["seed"].default
+    limit: int = AGE_TRAIN["limit"].default  # for quick trials
 
     def __post_init__(self) -> None:
         checks = [(1 <= self.epochs <= 1000, "epochs must be within 1..1000"),

@@ -48,6 +48,7 @@ from ..face import FaceSelection
 from ..geometry import FACECOMP_V1, Template, crop_corners, invert_affine
 from ..io import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, list_images, read_image,
                   remove_stale_temporaries, write_image)
+from ..options import PREPARE
 from ..stages.align import AlignConfig, align_face
 from ..stages.detect import DetectConfig, Detector, MTCNNDetector
 from ..stages.translate import TranslateConfig
@@ -83,17 +84,17 @@ class PrepareConfig:
     """
 
     size: int = 128
-    template: Template = FACECOMP_V1
-    keep: str = "largest"
-    min_face: int = 48
-    max_outside: float = 0.25
-    holdout: float = 0.05
-    age: AgeRange | None = None
-    gender: str | None = None
-    format: str = "png"
-    recursive: bool = False
-    limit: int | None = None
-    device: str = "auto"
+    template: Template = FACECOMP_V1  # options.PREPARE["template"] names it
+    keep: str = PREPARE["keep"].default
+    min_face: int = PREPARE["min_face"].default
+    max_outside: float = PREPARE["max_outside"].default
+    holdout: float = PREPARE["holdout"].default
+    age: AgeRange | None = PREPARE["age"].default
+    gender: str | None = PREPARE["gender"].default
+    format: str = PREPARE["format"].default
+    recursive: bool = PREPARE["recursive"].default
+    limit: int | None = PREPARE["limit"].default
+    device: str = PREPARE["device"].default
     detect: DetectConfig = field(default_factory=DetectConfig)
     max_pixels: int = DEFAULT_MAX_PIXELS
 

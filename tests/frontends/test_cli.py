@@ -288,3 +288,19 @@ def test_the_library_names_its_parameters_and_the_cli_its_flags(photo, invert_mo
     assert r.exit_code == 1
     one_error_line(r, "pass --overwrite to replace it")
     assert "`" not in r.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["photo", "x.jpg", "--strength", "5"], "--strength"),
+    (["photo", "x.jpg", "--blend", "soft"], "--blend"),
+    (["photo", "x.jpg", "--no-such-flag"], "--no-such-flag"),
+    (["video"], "Missing argument"),
+    (["bogus"], "bogus"),
+])
+def test_usage_errors_are_one_line_too(args, needle):
+    """A value out of range, a wrong choice, an unknown flag or command and a missing argument
+    are one `facecomp: error:` line naming the flag, with exit code 2, like every other error."""
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, r.output
+    line = one_error_line(r, needle)
+    assert "--help" in line and "Usage:" not in r.output

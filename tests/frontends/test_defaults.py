@@ -85,7 +85,7 @@ def test_photo_and_video_flags_start_at_the_library_defaults(command):
 
 @pytest.mark.parametrize("command, cls, renamed", [
     ("train", TrainConfig, {}),
-    ("prepare", PrepareConfig, {"fmt": "format"}),
+    ("prepare", PrepareConfig, {}),
     ("train-age", AgeTrainConfig, {}),
 ])
 def test_training_and_prepare_flags_start_at_their_configs_defaults(command, cls, renamed):
