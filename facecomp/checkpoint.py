@@ -54,7 +54,7 @@ class ModelInfo:
 
     @property
     def age_calibration(self):
-        """The :class:`~facecomp.target.Calibration` stored by ``facecomp calibrate``, or None."""
+        """The :class:`~facecomp.stages.target.Calibration` stored by ``facecomp calibrate``, or None."""
         from .stages.target import Calibration
 
         data = self.extra.get("age_calibration")

@@ -1,6 +1,7 @@
 """Where and in what precision the networks run: the device (``auto`` picks CUDA when present)
 and the dtype (``auto`` measures whether bf16 pays on this CPU, once per CPU and torch version).
-Inference (:mod:`facecomp.translate`) and training (:mod:`facecomp.train`) both ask here.
+Inference (:mod:`facecomp.stages.translate`) and training (:mod:`facecomp.training.train`) both
+ask here.
 """
 
 from __future__ import annotations

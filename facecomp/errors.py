@@ -34,7 +34,7 @@ class TrainingDiverged(FaceCompError):
 
 class PartialVideo(InputError):
     """The input video broke off mid-way; the frames up to there were written. ``report`` is
-    the run's :class:`facecomp.video.VideoReport`."""
+    the run's :class:`facecomp.frontends.video.VideoReport`."""
 
     def __init__(self, report) -> None:
         super().__init__(f"{report.src}: {report.error}; wrote the {report.frames} frames "

@@ -46,7 +46,7 @@ class PhotoConfig:
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     max_photos_pending: int = 8  # photos held at once while their crops are pooled
     # A target age: each face gets the direction and amount of change that bring its estimated
-    # age there (see facecomp.target); ``direction`` and the blend's strength are then unused.
+    # age there (see facecomp.stages.target); ``direction`` and the blend's strength are then unused.
     age: AgeTarget | None = None
     age_max_strength: float = MAX_AGE_STRENGTH  # the most change a target age may ask for
     # Photos: fit each face's strength by estimating its result at several strengths (the
@@ -114,7 +114,7 @@ class PhotoResult:
 @dataclass(frozen=True, eq=False)
 class Changed:
     """One image after :meth:`FaceComp.change`: the new image, where each face went (its
-    :class:`~facecomp.blend.Patch`), the faces with their crop affine, the aligned and
+    :class:`~facecomp.stages.blend.Patch`), the faces with their crop affine, the aligned and
     translated crops (as pasted, before blending) and seconds per stage."""
 
     image: np.ndarray
@@ -430,7 +430,7 @@ class FaceComp:
     def _fit_strengths(self, crops: np.ndarray, translated: np.ndarray, goals: list[float],
                        keep: np.ndarray | None = None) -> tuple[list[float], list[float]]:
         """Per face, the strength whose result the estimator reads nearest its target age
-        ``goals[k]`` (:func:`facecomp.target.choose_strengths`), and the age it reads then."""
+        ``goals[k]`` (:func:`facecomp.stages.target.choose_strengths`), and the age it reads then."""
         b, t = self.config.blend, self.align.template
         shown = match_colors(translated, crops, t, b)
         mask = face_mask(self.align.crop_size, t, b.mask_scale, b.feather)

@@ -14,7 +14,7 @@ WORK=${WORK:-$HOME/facecomp-work}
   --holdout 0.05
 "$FC" train-age "$WORK/all" --out "$WORK/run-age"
 # Ship: fp16 weights with the metadata (held-out MAE per band, licence, training config).
-"$PY" -c "import sys; from facecomp.age import ship_estimator; ship_estimator(*sys.argv[1:])" \
+"$PY" -c "import sys; from facecomp.stages.age import ship_estimator; ship_estimator(*sys.argv[1:])" \
   "$WORK/run-age/age-estimator.safetensors" models/age-estimator.safetensors
 # The default model's domains, as folders of the same crops (hard links, by age in the name).
 "$PY" scripts/split_by_age.py "$WORK/all" "$WORK/young" 18-30

@@ -14,6 +14,6 @@ if [ ! -d "$WORK/all" ]; then
     --holdout 0.05
 fi
 "$PY" scripts/train_occlusion.py "$WORK/all" --out "$WORK/run-occlusion" --steps 2000 --threads 1
-"$PY" -c "import sys; from facecomp.occlusion import ship_occlusion; ship_occlusion(*sys.argv[1:])" \
+"$PY" -c "import sys; from facecomp.stages.occlusion import ship_occlusion; ship_occlusion(*sys.argv[1:])" \
   "$WORK/run-occlusion/occlusion.safetensors" models/occlusion.safetensors
 echo "occlusion model: models/occlusion.safetensors (preview: $WORK/run-occlusion/preview.png)"

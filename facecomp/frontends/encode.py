@@ -1,4 +1,4 @@
-"""Writing a video's streams as an OutputPlan (facecomp.containers) says: the video encoder with
+"""Writing a video's streams as an OutputPlan (facecomp.frontends.containers) says: the video encoder with
 the input's colour tags, and each audio stream copied, re-encoded or left out.
 
 Colour: frames are decoded to RGB with the input's own matrix and range (``to_rgb``) and encoded

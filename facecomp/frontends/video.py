@@ -53,12 +53,12 @@ class VideoConfig:
     looked for at once by the full detector in a window around its last box;
     start/end: trim (seconds, from the video's own start); crf/preset: quality and speed (x264's
     scale and names; other encoders map them); codec: the video codec (auto: the container's
-    usual one, facecomp.containers); batch_frames: frames whose
+    usual one, facecomp.frontends.containers); batch_frames: frames whose
     crops share generator batches; queue_size: frames buffered between threads;
     color_smoothing: time constant (seconds) of each track's colour-match smoothing (0: off);
     age_smoothing: likewise for each track's estimated age, with a target age;
     steady: time constant (seconds) of each track's running average of the generator's change,
-    where the input face stays the same (facecomp.steady; 0: each frame's change as it comes);
+    where the input face stays the same (facecomp.stages.steady; 0: each frame's change as it comes);
     generate_every: with steady on, the generator runs on each face at least every K frames;
     in between, a frame whose face stayed the same reuses the last change, carried along the
     face's motion (1: the generator on every frame)."""

@@ -5,10 +5,10 @@ Reports, per domain (A translated by A2B, B by B2A):
 - in 8-bit levels (mean absolute difference, 0..255): cycle A->B->A / B->A->B (how well each
   face survives the round trip), identity L1 (how much a generator changes faces already in its
   target domain), change in the face (mean |G(x) - x| inside the face mask);
-- age, by the shipped estimator (:mod:`facecomp.age`): mean estimated age before and after, mean
+- age, by the shipped estimator (:mod:`facecomp.stages.age`): mean estimated age before and after, mean
   and median shift, and the share of faces moved by at least 15 years in the model's direction
   (the direction from domain A's mean estimated age to domain B's);
-- identity, by dlib's face descriptor (:mod:`facecomp.identity`, the ``eval`` extra): the share
+- identity, by dlib's face descriptor (:mod:`facecomp.measure.identity`, the ``eval`` extra): the share
   of translated faces still the same person as their input (distance < 0.6) and the mean
   distance;
 - colour and texture inside the face mask: the 99th percentile of the chroma change (CIELAB a/b

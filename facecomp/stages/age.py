@@ -1,7 +1,7 @@
 """Age: an estimator that reads a face's age in years from an aligned crop.
 
 :class:`AgeNet` is a small ResNet (four stages of two basic blocks, widths w, 2w, 4w, 8w) over a
-64 px crop, trained on UTKFace by :mod:`facecomp.age_train`. Its head predicts a distribution
+64 px crop, trained on UTKFace by :mod:`facecomp.training.age_train`. Its head predicts a distribution
 over whole years (``min_age``..``max_age``) and the estimate is that distribution's mean
 (DLDL-v2, Gao et al. 2018: a label distribution and an L1 loss on its expectation), averaged
 over the crop and its mirror image.

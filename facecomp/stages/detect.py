@@ -1,5 +1,5 @@
 """Detect: image -> list of :class:`~facecomp.face.Face` records, with MTCNN (the nets and
-weights of facenet-pytorch, :mod:`facecomp.mtcnn`).
+weights of facenet-pytorch, :mod:`facecomp.stages.mtcnn`).
 
 Large photos are detected on a copy whose
 longer side is at most ``DetectConfig.max_side`` and the results are mapped back to full

@@ -5,7 +5,7 @@ facenet-pytorch ships the trained P-, R- and O-Net weights in its wheel; importi
 also imports torchvision's model zoo and ``torch._dynamo`` (3 s on a 2-core CPU before a photo is
 read). Here the three small networks are defined with facenet-pytorch's parameter names, their
 weights are read from that package's data folder (found without importing it, loaded as plain
-tensors), and the helpers of its ``detect_face`` that :mod:`facecomp.detect` uses are written out
+tensors), and the helpers of its ``detect_face`` that :mod:`facecomp.stages.detect` uses are written out
 with the same arithmetic (the detector's results are compared with facenet-pytorch's own in
 the tests). Boxes are (N, >=4) float32 tensors (x1, y1, x2, y2, ...) in image pixels.
 """

@@ -2,7 +2,7 @@
 
 A generator answers small differences between frames (codec noise, a pixel of motion) with
 different blotches, so the change it makes comes and goes from frame to frame even on a still
-face (see facecomp.flicker for the measure). The crops are aligned to the face, so the change
+face (see facecomp.measure.flicker for the measure). The crops are aligned to the face, so the change
 lives in a face-fixed frame; per track this keeps a running average of the crop-space change
 ``translated - crop``:
 

@@ -8,7 +8,7 @@ inverted per face: a face estimated at 28 with the target 60 gets the strength w
 +32, clamped to the calibrated range. Faces older than an absolute target get the other
 direction's generator, if the model has its calibration.
 
-Convention: ages and shifts in years; strengths in 0..2 as in :class:`~facecomp.blend.BlendConfig`.
+Convention: ages and shifts in years; strengths in 0..2 as in :class:`~facecomp.stages.blend.BlendConfig`.
 """
 
 from __future__ import annotations

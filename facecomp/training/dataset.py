@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "prepare.jsonl"
 HOLDOUT_DIR = "holdout"
-#: Manifest statuses (see :meth:`facecomp.prepare.PrepareConfig.is_done` for which need no
+#: Manifest statuses (see :meth:`facecomp.training.prepare.PrepareConfig.is_done` for which need no
 #: further work).
 STATUSES = ("written", "no_face", "too_small", "out_of_frame", "failed")
 GENDERS = ("male", "female")  # UTKFace codes 0 and 1

@@ -1,7 +1,7 @@
 """Prepare: raw face images -> aligned training crops, framed exactly as at inference.
 
 Each source image is read with :func:`~facecomp.io.read_image`, its faces are found by the same
-:class:`~facecomp.detect.MTCNNDetector` and aligned by the same :func:`~facecomp.align.align_face`
+:class:`~facecomp.stages.detect.MTCNNDetector` and aligned by the same :func:`~facecomp.stages.align.align_face`
 (``AlignConfig(size, template)``) that ``facecomp photo`` uses, so a model trained on these crops
 sees faces framed as it will see them at inference. Layout of the output folder ``OUT``::
 
