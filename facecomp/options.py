@@ -10,7 +10,7 @@ other options in backticks (`` `strength` ``); the CLI shows them as its flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -59,6 +59,10 @@ def _table(*options: Option) -> dict[str, Option]:
     return {o.name: o for o in options}
 
 
+#: Where the networks run; the same option in every command that runs one.
+_DEVICE = Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N].")
+
+
 #: Options of every command that changes faces (photo, video, and later the web page and batch).
 PIPELINE = _table(
     Option("direction", str, "A2B", "A2B translates domain A into B (for the age models: make "
@@ -70,7 +74,7 @@ PIPELINE = _table(
            "cv2.seamlessClone.", choices=BLENDS),
     Option("color_match", bool, True, "Match each translated face's colour (LAB mean/std) to "
            "the original face.", flags=("--color-match/--no-color-match",)),
-    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+    _DEVICE,
     Option("precision", str, "auto", "Generator arithmetic: auto (bf16/fp16 on a GPU; on the "
            "CPU bf16 where a quick check finds it faster, else fp32), fp32, bf16, fp16.",
            choices=PRECISIONS),
@@ -174,7 +178,7 @@ TRAIN = _table(
     Option("channels_last", bool, True, "Train in the channels_last memory format (faster "
            "convolutions on CPUs and GPUs).", flags=("--channels-last/--no-channels-last",)),
     Option("compile", bool, False, "torch.compile the generators.", flags=("--compile",)),
-    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+    _DEVICE,
     Option("workers", int, 2, "DataLoader worker processes."),
     Option("log_every", int, 50, "Steps between stats.jsonl lines."),
     Option("sample_every", int, 500, "Steps between sample grids."),
@@ -189,8 +193,7 @@ TRAIN = _table(
 PREPARE = _table(
     Option("keep", str, "largest", "largest: one crop per image (NAME.png); all: every face "
            "(NAME_K.png, K numbered left to right from 1).", choices=("largest", "all")),
-    Option("min_face", int, 48, "Skip faces smaller than this many pixels (box side); they are "
-           "counted in the report.", low=0),
+    replace(PIPELINE["min_face"], default=48),  # smaller faces make poor training data
     Option("max_outside", float, 0.25, "Skip faces whose crop would take more than this part "
            "of its area from mirror padding past the image border (1 keeps all).", low=0.0,
            high=1.0),
@@ -207,7 +210,7 @@ PREPARE = _table(
            "not counting files done by earlier runs).", optional=True, low=0),
     Option("template", str, "facecomp-v1", "Alignment template: facecomp-v1 (face with hair "
            "and chin) or facecomp-tight (face only, for tightly cropped data sets)."),
-    Option("device", str, "auto", "auto (GPU when present), cpu, or cuda[:N]."),
+    _DEVICE,
 )
 
 #: Options of `facecomp train-age` besides DATA and the run folder (``AgeTrainConfig``).

@@ -175,7 +175,6 @@ def _with_options(*tables: dict, defaults: dict | None = None, leave_out: tuple[
 ModelOpt = _from_table(PIPELINE["model"]).annotation
 DeviceOpt = _from_table(PIPELINE["device"]).annotation
 BatchOpt = _from_table(PIPELINE["batch_size"]).annotation
-MinFaceOpt = _from_table(PIPELINE["min_face"]).annotation
 
 
 def _version(value: bool) -> None:

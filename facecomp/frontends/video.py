@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-
-
 @dataclass(frozen=True)
 class VideoConfig:
     """detect_every: run the full detector at least every K frames, to find new faces; the
@@ -80,7 +78,7 @@ class VideoConfig:
     def __post_init__(self) -> None:
         for option in ("detect_every", "start", "steady", "generate_every"):
             VIDEO[option].check(getattr(self, option))
-        if self.start < 0 or (self.end is not None and self.end <= self.start):
+        if self.end is not None and self.end <= self.start:  # start >= 0: the table's range
             raise ConfigError(f"`start`/`end` must satisfy 0 <= start < end, got "
                               f"{self.start}, {self.end}")
         check_encoding(self.codec, self.crf, self.preset)
@@ -449,7 +447,8 @@ def _flush(batch, pipeline: FaceComp, smoother: ColorSmoother, ages: AgeSmoother
     directions = strengths = None
     if pipeline.config.age is not None and seen:
         t = time.perf_counter()
-        estimated = [a for frame, fs in zip(frames, faces) for a in pipeline.estimate_age(frame.rgb, fs)]
+        estimated = [a for frame, fs in zip(frames, faces)
+                     for a in pipeline.estimate_age(frame.rgb, fs)]
         smoothed = [ages(tid, float(a), when) for (tid, when), a in zip(seen, estimated)]
         plans = iter(pipeline.plan(smoothed))
         chosen = [[next(plans) for _ in fs] for fs in faces]
